@@ -1,0 +1,46 @@
+/* compile.h - tfx_compile(): the whole pipeline in-process, lex -> parse -> sema ->
+ * passes -> output. The driver and every test call this; nothing here exits. */
+#ifndef TFX_COMPILE_H
+#define TFX_COMPILE_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "base/buf.h"
+#include "front/sema.h"
+
+typedef enum TfxEmit {
+    TFX_EMIT_CHECK,  /* check only: no output */
+    TFX_EMIT_AST,
+    TFX_EMIT_IR,
+    TFX_EMIT_DOT,
+} TfxEmit;
+
+typedef struct CompileOptions {
+    const char        *input;         /* path of the .tfx file */
+    const char        *source;        /* if non-NULL: the text itself (tests); input names it */
+    TfxEmit            emit;
+    const char        *dump_after;    /* a pass name, "all", or NULL */
+    bool               locs;          /* source locations in IR dumps */
+    int                opt_level;     /* 0..3 */
+    const SemaDefine  *defines;
+    uint32_t           ndefines;
+    const char *const *include_dirs;
+    uint32_t           ninclude;
+    const char        *stdlib_dir;    /* NULL: tfx_default_stdlib_dir() */
+    FILE              *diag_out;      /* NULL: diagnostics collected into CompileResult.diags */
+} CompileOptions;
+
+typedef struct CompileResult {
+    int  status;     /* 0 ok, 1 errors in the input, 3 internal error */
+    Buf  out;        /* the emitted text (ast, ir, dot, dumps) */
+    Buf  diags;      /* diagnostics, when diag_out was NULL */
+    int  nerrors;
+} CompileResult;
+
+void        compile_options_init(CompileOptions *o);
+void        tfx_compile(const CompileOptions *o, CompileResult *r);
+void        compile_result_dispose(CompileResult *r);
+const char *tfx_default_stdlib_dir(void);
+
+#endif

@@ -1,0 +1,190 @@
+/* driver.c - main() of tfxc: argv -> CompileOptions -> tfx_compile(); nothing else.
+ * Exit status: 0 success, 1 errors in the input, 2 usage errors, 3 internal error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compile.h"
+#include "passes/pass.h"
+
+enum { MAX_DEFINES = 256, MAX_INCLUDES = 64 };
+
+static void usage(FILE *out)
+{
+    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot] [--dump-after=PASS|all]\n"
+          "            [-Dname=value] [-I dir] [-O0|-O1|-O2|-O3] [--no-locs] [--help] [--version]\n"
+          "\n"
+          "Compiles a .tfx transformer model.\n"
+          "\n"
+          "  -o OUT             write the output to OUT instead of standard output\n"
+          "  --emit=ast         print the syntax tree\n"
+          "  --emit=ir          print the graph IR after the pass pipeline\n"
+          "  --emit=dot         draw the graph IR for Graphviz (dot -Tsvg)\n"
+          "  --dump-after=PASS  print the IR after PASS ('lower' for sema's output, or 'all')\n"
+          "  -Dname=value       override a model hyperparameter\n"
+          "  -I dir             search dir for `use` modules (before the standard library)\n"
+          "  -O0 .. -O3         optimisation level (default -O2; -O0 runs only required passes)\n"
+          "  --no-locs          leave source locations out of IR dumps\n"
+          "  --stdlib=DIR       use DIR as the standard library\n"
+          "\n"
+          "Passes, in order:\n"
+          "  lower              (sema) typed AST -> graph IR\n", out);
+    for (int i = 0; i < pass_count; i++)
+        fprintf(out, "  %-18s (-O%d) %s\n", pass_table[i].name, pass_table[i].min_opt, pass_table[i].summary);
+    fputs("\nWith no --emit the file is only checked. Native code generation (-o model.so) is\n"
+          "not implemented yet.\n"
+          "Exit status: 0 success, 1 errors in the input, 2 usage error, 3 internal error.\n", out);
+}
+
+static int usage_error(const char *msg, const char *arg)
+{
+    fprintf(stderr, "tfxc: error: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot] [options]; see tfxc --help\n", stderr);
+    return 2;
+}
+
+typedef struct Args {
+    CompileOptions co;
+    const char    *output;
+    SemaDefine     defines[MAX_DEFINES];
+    const char    *includes[MAX_INCLUDES];
+} Args;
+
+static int parse_emit(Args *a, const char *v)
+{
+    if (strcmp(v, "ast") == 0) a->co.emit = TFX_EMIT_AST;
+    else if (strcmp(v, "ir") == 0) a->co.emit = TFX_EMIT_IR;
+    else if (strcmp(v, "dot") == 0) a->co.emit = TFX_EMIT_DOT;
+    else return usage_error("unknown --emit kind (expected ast, ir or dot)", v);
+    return 0;
+}
+
+static int parse_define(Args *a, const char *v)
+{
+    const char *eq = strchr(v, '=');
+    if (!eq || eq == v || !eq[1])
+        return usage_error("-D needs name=value", v);
+    if (a->co.ndefines == MAX_DEFINES)
+        return usage_error("too many -D options", NULL);
+    char *name = strndup(v, (size_t)(eq - v));
+    if (!name)
+        return usage_error("out of memory", NULL);
+    a->defines[a->co.ndefines++] = (SemaDefine){ name, eq + 1 };
+    return 0;
+}
+
+/* Returns -1 to continue, else an exit status. */
+static int parse_one(Args *a, int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(arg, "--version") == 0) {
+        printf("tfxc %s\n", TFX_VERSION);
+        return 0;
+    }
+    if (strcmp(arg, "-o") == 0 || strcmp(arg, "-I") == 0) {
+        if (*i + 1 >= argc)
+            return usage_error("missing argument after", arg);
+        const char *v = argv[++*i];
+        if (arg[1] == 'o')
+            a->output = v;
+        else if (a->co.ninclude < MAX_INCLUDES)
+            a->includes[a->co.ninclude++] = v;
+        else
+            return usage_error("too many -I options", NULL);
+        return -1;
+    }
+    if (strncmp(arg, "-I", 2) == 0 && arg[2]) {
+        if (a->co.ninclude == MAX_INCLUDES)
+            return usage_error("too many -I options", NULL);
+        a->includes[a->co.ninclude++] = arg + 2;
+        return -1;
+    }
+    if (strncmp(arg, "--emit=", 7) == 0)
+        return parse_emit(a, arg + 7) ? 2 : -1;
+    if (strncmp(arg, "--dump-after=", 13) == 0) {
+        const char *p = arg + 13;
+        if (!pipeline_knows(p) && strcmp(p, "lower") != 0)
+            return usage_error("unknown pass for --dump-after (see tfxc --help)", p);
+        a->co.dump_after = p;
+        return -1;
+    }
+    if (strncmp(arg, "--stdlib=", 9) == 0) {
+        a->co.stdlib_dir = arg + 9;
+        return -1;
+    }
+    if (strcmp(arg, "--no-locs") == 0) {
+        a->co.locs = false;
+        return -1;
+    }
+    if (strncmp(arg, "-D", 2) == 0)
+        return parse_define(a, arg + 2) ? 2 : -1;
+    if (arg[0] == '-' && arg[1] == 'O' && arg[2] >= '0' && arg[2] <= '3' && !arg[3]) {
+        a->co.opt_level = arg[2] - '0';
+        return -1;
+    }
+    if (arg[0] == '-' && arg[1])
+        return usage_error("unknown option", arg);
+    if (a->co.input)
+        return usage_error("more than one input file", arg);
+    a->co.input = arg;
+    return -1;
+}
+
+static int write_output(const char *path, const Buf *out)
+{
+    FILE *f = path ? fopen(path, "wb") : stdout;
+    if (!f) {
+        fprintf(stderr, "tfxc: error: cannot write '%s'\n", path);
+        return 1;
+    }
+    size_t n = out->len;
+    bool ok = (n == 0 || fwrite(out->data, 1, n, f) == n);
+    ok = (path ? fclose(f) == 0 : fflush(f) == 0) && ok;
+    if (!ok) {
+        fprintf(stderr, "tfxc: error: cannot write '%s'\n", path ? path : "<stdout>");
+        return 1;
+    }
+    return 0;
+}
+
+static void free_defines(Args *a)
+{
+    for (uint32_t i = 0; i < a->co.ndefines; i++)
+        free((char *)a->defines[i].name);
+}
+
+int main(int argc, char **argv)
+{
+    static Args a;
+    compile_options_init(&a.co);
+    for (int i = 1; i < argc; i++) {
+        int st = parse_one(&a, argc, argv, &i);
+        if (st >= 0) {
+            free_defines(&a);
+            return st;
+        }
+    }
+    if (!a.co.input) {
+        free_defines(&a);
+        return usage_error("no input file", NULL);
+    }
+    if (a.output && a.co.emit == TFX_EMIT_CHECK && !a.co.dump_after) {
+        free_defines(&a);
+        return usage_error("native code generation is not implemented yet; use --emit=ast|ir|dot with -o", NULL);
+    }
+    a.co.defines = a.defines;
+    a.co.include_dirs = a.includes;
+    a.co.diag_out = stderr;
+    CompileResult r;
+    tfx_compile(&a.co, &r);
+    int status = r.status;
+    if (status == 0)
+        status = write_output(a.output, &r.out);
+    compile_result_dispose(&r);
+    free_defines(&a);
+    return status;
+}

@@ -1,0 +1,168 @@
+/* test_driver.c - the tfxc command line: options, exit statuses (0 ok, 1 input errors,
+ * 2 usage) and what goes to stdout/stderr. Runs the built binary ($TFXC). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "tfx_test.h"
+
+typedef struct Run {
+    int  status;
+    char out[65536];
+    char err[8192];
+} Run;
+
+/* Runs `$TFXC args` from the source root; captures stdout and stderr (truncated). */
+static void run(Run *r, const char *args)
+{
+    const char *tfxc = getenv("TFXC");
+    cr_assert_not_null(tfxc, "TFXC is not set (run through ctest)");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>/tmp/tfxc_test_err.$PPID", tfxc, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(r->out, 1, sizeof r->out - 1, p);
+    r->out[n] = '\0';
+    while (fread(cmd, 1, sizeof cmd, p) > 0) {
+    }
+    int st = pclose(p);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/tfxc_test_err.%d", (int)getpid());
+    char *e = tt_slurp(path, NULL);
+    snprintf(r->err, sizeof r->err, "%s", e ? e : "");
+    free(e);
+    remove(path);
+}
+
+static Run r;
+
+Test(driver, help_lists_passes_and_exits_0)
+{
+    run(&r, "--help");
+    cr_expect_eq(r.status, 0);
+    cr_expect(strstr(r.out, "usage: tfxc FILE") != NULL);
+    cr_expect(strstr(r.out, "simplify") != NULL, "pass list missing:\n%s", r.out);
+}
+
+Test(driver, version)
+{
+    run(&r, "--version");
+    cr_expect_eq(r.status, 0);
+    cr_expect(strncmp(r.out, "tfxc ", 5) == 0);
+}
+
+Test(driver, no_input_is_usage_error)
+{
+    run(&r, "");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "tfxc: error: no input file") != NULL, "%s", r.err);
+}
+
+Test(driver, unknown_option_is_usage_error)
+{
+    run(&r, "--frobnicate examples/gpt2.tfx");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "unknown option: --frobnicate") != NULL, "%s", r.err);
+}
+
+Test(driver, bad_emit_kind)
+{
+    run(&r, "examples/gpt2.tfx --emit=wasm");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "unknown --emit kind") != NULL, "%s", r.err);
+}
+
+Test(driver, bad_dump_after_pass)
+{
+    run(&r, "examples/gpt2.tfx --dump-after=nonsense");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "unknown pass for --dump-after") != NULL, "%s", r.err);
+}
+
+Test(driver, missing_file_is_input_error)
+{
+    run(&r, "no/such/file.tfx --emit=ir");
+    cr_expect_eq(r.status, 1);
+    cr_expect_str_eq(r.err, "tfxc: error: cannot read 'no/such/file.tfx': No such file or directory\n");
+}
+
+Test(driver, directory_is_input_error)
+{
+    run(&r, "examples --emit=ir");
+    cr_expect_eq(r.status, 1);
+    cr_expect_str_eq(r.err, "tfxc: error: cannot read 'examples': is a directory\n");
+}
+
+Test(driver, define_overrides_hyperparameter)
+{
+    run(&r, "examples/gpt2.tfx --emit=ir --no-locs -Dlayers=2 -Dvocab=100");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "[2] : f32[768]") != NULL, "family count should be 2:\n%.2000s", r.out);
+    cr_expect(strstr(r.out, "f32[100, 768]") != NULL);
+}
+
+Test(driver, define_of_unknown_hyperparameter)
+{
+    run(&r, "examples/gpt2.tfx --emit=ir -Dlayerz=2");
+    cr_expect_eq(r.status, 1);
+    cr_expect(strstr(r.err, "-Dlayerz: model 'gpt2' has no hyperparameter 'layerz'") != NULL, "%s", r.err);
+}
+
+Test(driver, define_with_bad_value)
+{
+    run(&r, "examples/gpt2.tfx --emit=ir -Dlayers=two");
+    cr_expect_eq(r.status, 1);
+    cr_expect(strstr(r.err, "-Dlayers=two: the value must be an int or a float") != NULL, "%s", r.err);
+}
+
+Test(driver, define_without_value)
+{
+    run(&r, "examples/gpt2.tfx -Dlayers");
+    cr_expect_eq(r.status, 2);
+}
+
+Test(driver, native_output_not_yet_available)
+{
+    run(&r, "examples/gpt2.tfx -o /tmp/tfxc_never.so");
+    cr_expect_eq(r.status, 2);
+    cr_expect(strstr(r.err, "native code generation is not implemented yet") != NULL, "%s", r.err);
+}
+
+Test(driver, emit_dot_is_a_digraph)
+{
+    run(&r, "examples/looped.tfx --emit=dot");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strncmp(r.out, "digraph", 7) == 0, "%.200s", r.out);
+}
+
+Test(driver, include_dir_is_searched_first)
+{
+    run(&r, "examples/looped.tfx --emit=ir -I tests/golden/include");
+    cr_expect_eq(r.status, 1, "the shadowing std.nn in tests/golden/include should be picked: %s", r.err);
+    cr_expect(strstr(r.err, "tests/golden/include/nn.tfx") != NULL, "%s", r.err);
+}
+
+Test(driver, dump_after_all_prints_every_pass)
+{
+    run(&r, "examples/looped.tfx --dump-after=all --no-locs");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "# tfxc ir after 'lower'") != NULL);
+    cr_expect(strstr(r.out, "# tfxc ir after 'inline'") != NULL);
+    cr_expect(strstr(r.out, "# tfxc ir after 'simplify'") != NULL);
+}
+
+Test(driver, output_file_written)
+{
+    run(&r, "examples/looped.tfx --emit=ir -o /tmp/tfxc_test_looped.ir");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    char *ir = tt_slurp("/tmp/tfxc_test_looped.ir", NULL);
+    cr_assert_not_null(ir);
+    cr_expect(strstr(ir, "func @main") != NULL);
+    free(ir);
+    remove("/tmp/tfxc_test_looped.ir");
+}
