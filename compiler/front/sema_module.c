@@ -42,22 +42,26 @@ static const char *module_rel_path(Sema *s, const char *dotted, bool *is_std)
     return arena_printf(s->a, "%s.tfx", p);
 }
 
-static const char *find_module(Sema *s, const AstNode *use, const char *importer_dir)
+/* Returns the path to open; *shown is the name used in messages. */
+static const char *find_module(Sema *s, const AstNode *use, const char *importer_dir, const char **shown)
 {
     bool is_std;
     const char *rel = module_rel_path(s, use->u.use.path, &is_std);
     for (uint32_t i = 0; i < s->o->ninclude; i++) {
         const char *p = arena_printf(s->a, "%s/%s", s->o->include_dirs[i], rel);
+        *shown = p;
         if (access(p, F_OK) == 0)
             return p;
     }
     if (is_std && s->o->stdlib_dir) {
         const char *p = arena_printf(s->a, "%s/%s", s->o->stdlib_dir, rel);
+        *shown = arena_printf(s->a, "stdlib/%s", rel);
         if (access(p, F_OK) == 0)
             return p;
     }
     if (!is_std) {
         const char *p = arena_printf(s->a, "%s/%s", importer_dir, rel);
+        *shown = p;
         if (access(p, F_OK) == 0)
             return p;
     }
@@ -82,7 +86,8 @@ static void load_imports(Sema *s, const AstNode *file, const char *path, int dep
         const AstNode *u = file->u.file.decls.items[i];
         if (u->kind != AST_USE)
             continue;
-        const char *mp = find_module(s, u, dir_of(s, path));
+        const char *shown = NULL;
+        const char *mp = find_module(s, u, dir_of(s, path), &shown);
         if (!mp)
             continue;
         bool seen = false;
@@ -96,7 +101,7 @@ static void load_imports(Sema *s, const AstNode *file, const char *path, int dep
         if (seen)
             continue;
         uint32_t fid;
-        if (!source_read(s->a, s->d, mp, u->span, &fid))
+        if (!source_read_as(s->a, s->d, mp, shown, u->span, &fid))
             continue;
         AstNode *ast = parse_file(s->a, s->d, fid);
         add_module(s, mp, ast, fid);

@@ -13,6 +13,12 @@ static void report(DiagEngine *d, SrcSpan from, const char *path, const char *wh
 
 bool source_read(Arena *a, DiagEngine *d, const char *path, SrcSpan from, uint32_t *file_id)
 {
+    return source_read_as(a, d, path, path, from, file_id);
+}
+
+bool source_read_as(Arena *a, DiagEngine *d, const char *path, const char *shown, SrcSpan from,
+                    uint32_t *file_id)
+{
     struct stat st;
     if (stat(path, &st) != 0) {
         report(d, from, path, strerror(errno));
@@ -45,7 +51,7 @@ bool source_read(Arena *a, DiagEngine *d, const char *path, SrcSpan from, uint32
         return false;
     }
     text[n] = '\0';
-    *file_id = diag_add_file(d, arena_strdup(a, path), text, (uint32_t)n);
+    *file_id = diag_add_file(d, arena_strdup(a, shown), text, (uint32_t)n);
     return true;
 }
 

@@ -16,6 +16,10 @@ enum { SOURCE_MAX_BYTES = 64 * 1024 * 1024 };
  * reports `tfxc: error: cannot read 'PATH': REASON` (or at `from`, when the read was
  * caused by a `use` at that span) and returns false. */
 bool source_read(Arena *a, DiagEngine *d, const char *path, SrcSpan from, uint32_t *file_id);
+/* The same, but messages name the file `shown` (e.g. "stdlib/nn.tfx" for a standard
+ * library module, so output holds no absolute paths). */
+bool source_read_as(Arena *a, DiagEngine *d, const char *path, const char *shown, SrcSpan from,
+                    uint32_t *file_id);
 /* Registers an in-memory source (tests, fuzzing); text is copied into the arena. */
 uint32_t source_add_string(Arena *a, DiagEngine *d, const char *path, const char *text, uint32_t len);
 
