@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+bash scripts/check_error_tests.sh
 dir=build
 flags=(-DTFX_WERROR=ON)
 if [ "${1:-}" = "--asan" ]; then

@@ -96,7 +96,10 @@ static bool want_int(Sema *s, const Args *a, int i, int64_t dflt, int64_t *out)
         *out = a->v[i].u.i.c;
         return true;
     }
-    diag_error(s->d, a->span[i], "expected a constant int, found %s", value_str(s, &a->v[i]));
+    if (a->v[i].kind == VK_INT)
+        diag_error(s->d, a->span[i], "expected a compile-time constant, but this depends on a run-time dimension");
+    else
+        diag_error(s->d, a->span[i], "expected a constant int, found %s", value_str(s, &a->v[i]));
     return false;
 }
 

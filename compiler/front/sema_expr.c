@@ -160,7 +160,7 @@ static Value const_float_binary(Sema *s, AstOp op, double a, double b, SrcSpan s
     case AST_OP_EQ: return (Value){ .kind = VK_BOOL, .u.b = a == b };
     case AST_OP_NE: return (Value){ .kind = VK_BOOL, .u.b = a != b };
     default:
-        diag_error(s->d, span, "operator '%s' needs tensors", ast_op_text(op));
+        diag_error(s->d, span, "internal error: operator '%s' on two numbers", ast_op_text(op));
         return v_none();
     }
 }
@@ -336,7 +336,7 @@ static bool resolve_bound(Sema *s, Frame *f, const AstNode *e, Dim size, Dim *ou
     Dim d = v.u.i;
     if (dim_is_const(d) && d.c < 0) {
         if (!dim_add(size, d, &d)) {
-            diag_error(s->d, e->span, "negative slice bound on a run-time dimension");
+            diag_error(s->d, e->span, "internal error: a negative slice bound does not fit a dimension");
             return false;
         }
     }
@@ -358,6 +358,21 @@ static IrValue *index_slice(Sema *s, Frame *f, IrValue *x, uint32_t axis, const 
                    (long long)lo.c, (long long)hi.c, (long long)size.c);
         return NULL;
     }
+    Dim len;
+    bool neg = !dim_sub(hi, lo, &len) || (dim_is_const(len) && len.c < 0);
+    for (unsigned i = 0; !neg && i < len.nterms; i++)
+        neg = len.coef[i] < 0;
+    if (neg) {
+        Buf bl, bh;
+        buf_init(&bl);
+        buf_init(&bh);
+        dim_print(&bl, s->m, lo);
+        dim_print(&bh, s->m, hi);
+        diag_error(s->d, sl->span, "slice [%s:%s] can have a negative length", buf_str(&bl), buf_str(&bh));
+        buf_dispose(&bl);
+        buf_dispose(&bh);
+        return NULL;
+    }
     if (dim_eq(lo, dim_const(0)) && dim_eq(hi, size))
         return x;
     IrOp *op = ir_op_append(s->m, f->region, IR_OP_SLICE, &x, 1, 1, sl->span);
@@ -366,7 +381,7 @@ static IrValue *index_slice(Sema *s, Frame *f, IrValue *x, uint32_t axis, const 
     op->attrs.end = hi;
     const char *err = ir_infer(s->m, op);
     if (err) {
-        diag_error(s->d, sl->span, "slice: %s (operand: %s)", err, type_str(s, x->dtype, &x->shape));
+        diag_error(s->d, sl->span, "internal error: slice: %s (operand: %s)", err, type_str(s, x->dtype, &x->shape));
         ir_op_erase(op);
         return NULL;
     }
@@ -553,10 +568,10 @@ Value sema_expr(Sema *s, Frame *f, const AstNode *e)
     case AST_CALL: return call_expr(s, f, e);
     case AST_INDEX: return index_expr(s, f, e);
     case AST_SLICE:
-        diag_error(s->d, e->span, "a slice 'a:b' can only appear inside '[ ]'");
+        diag_error(s->d, e->span, "internal error: a slice outside '[ ]'");
         return v_none();
     default:
-        diag_error(s->d, e->span, "expected an expression");
+        diag_error(s->d, e->span, "internal error: unexpected %s node in an expression", ast_kind_name(e->kind));
         return v_none();
     }
 }

@@ -498,7 +498,7 @@ void sema_stmts(Sema *s, Frame *f, const AstList *stmts)
         case AST_FOR: for_stmt(s, f, st); break;
         case AST_REPEAT: repeat_stmt(s, f, st); break;
         default:
-            diag_error(s->d, st->span, "expected a statement");
+            diag_error(s->d, st->span, "internal error: unexpected %s node in a statement list", ast_kind_name(st->kind));
             break;
         }
     }
