@@ -636,6 +636,9 @@ static bool bind_params(Sema *s, Frame *f, Frame *cf, const AstNode *call, const
     if (!match_args(s, f, call, block, vals, spans))
         return false;
     const char *bname = block->u.block.name;
+    /* created after the arguments, so nested calls in them are numbered first */
+    cf->fn = ir_add_func(s->m, unique_func_name(s, bname), block->span);
+    cf->region = cf->fn->body;
     for (uint32_t i = 0; i < ps->n; i++) {
         const AstNode *pd = ps->items[i];
         Value v = vals[i];
@@ -728,8 +731,6 @@ Value sema_block_call(Sema *s, Frame *f, const AstNode *call, const AstNode *blo
         return v_none();
     }
     Frame cf = { 0 };
-    cf.fn = ir_add_func(s->m, unique_func_name(s, bname), block->span);
-    cf.region = cf.fn->body;
     cf.env = env_new(s, NULL);
     cf.block = block;
     cf.caller = f;
