@@ -206,14 +206,14 @@ TFX_API int tfx_model_forward(tfx_model *m, const void *const *inputs,
     return TFX_OK;
 }
 
-TFX_API int tfx_model_output_shape(const tfx_model *m, uint32_t i, const int64_t *syms,
-                                   int64_t out[6], int *rank)
+/* Evaluates the dims of t for syms (all bound) into out[0 .. rank). */
+static int eval_shape(const tfx_model *m, const TfxTensorDesc *t, const int64_t *syms,
+                      int64_t out[6], int *rank)
 {
-    if (!m || !out || !rank || i >= m->desc->noutputs || (!syms && !m->has_run))
+    if (!syms && !m->has_run)
         return TFX_ERR_ARG;
     if (!syms)
         syms = m->syms;
-    const TfxTensorDesc *t = &m->desc->outputs[i];
     for (uint32_t s = 0; s < m->desc->nsyms; s++)
         if (syms[s] < 0)
             return TFX_ERR_DIM;
@@ -222,4 +222,20 @@ TFX_API int tfx_model_output_shape(const tfx_model *m, uint32_t i, const int64_t
             return TFX_ERR_DIM;
     *rank = t->rank;
     return TFX_OK;
+}
+
+TFX_API int tfx_model_output_shape(const tfx_model *m, uint32_t i, const int64_t *syms,
+                                   int64_t out[6], int *rank)
+{
+    if (!m || !out || !rank || i >= m->desc->noutputs)
+        return TFX_ERR_ARG;
+    return eval_shape(m, &m->desc->outputs[i], syms, out, rank);
+}
+
+TFX_API int tfx_model_input_shape(const tfx_model *m, uint32_t i, const int64_t *syms,
+                                  int64_t out[6], int *rank)
+{
+    if (!m || !out || !rank || i >= m->desc->ninputs)
+        return TFX_ERR_ARG;
+    return eval_shape(m, &m->desc->inputs[i], syms, out, rank);
 }

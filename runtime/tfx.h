@@ -94,6 +94,10 @@ TFX_API int tfx_model_forward(tfx_model *m, const void *const *inputs,
  * successful forward when syms is NULL. Returns TFX_OK or TFX_ERR_ARG/TFX_ERR_DIM. */
 TFX_API int tfx_model_output_shape(const tfx_model *m, uint32_t i, const int64_t *syms,
                                    int64_t out[6], int *rank);
+/* Shape input i must have for the given symbol values (or those of the last successful
+ * forward when syms is NULL): how a caller sizes its input buffers. */
+TFX_API int tfx_model_input_shape(const tfx_model *m, uint32_t i, const int64_t *syms,
+                                  int64_t out[6], int *rank);
 /* Value of symbol i bound by the last successful forward, or -1 if none ran yet. */
 TFX_API int64_t tfx_model_sym_value(const tfx_model *m, uint32_t i);
 

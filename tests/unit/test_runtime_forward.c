@@ -122,6 +122,12 @@ Test(runtime_forward, symbols_bind_from_inputs)
     cr_assert_eq(shape[0], 2);
     cr_assert_eq(shape[1], 4);
     cr_assert_eq(tfx_model_output_shape(m, 1, syms, shape, &rank), TFX_ERR_ARG);
+    cr_assert_eq(tfx_model_input_shape(m, 2, syms, shape, &rank), TFX_OK);
+    cr_assert_eq(rank, 1);
+    cr_assert_eq(shape[0], 17);
+    int64_t bad[2] = { -1, 2 };
+    cr_assert_eq(tfx_model_input_shape(m, 2, bad, shape, &rank), TFX_ERR_DIM);
+    cr_assert_eq(tfx_model_input_shape(m, 3, syms, shape, &rank), TFX_ERR_ARG);
     tfx_model_close(m);
 }
 
