@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codegen/cg.h"
 #include "front/parse.h"
 #include "front/source.h"
 #include "passes/pass.h"
@@ -97,6 +98,12 @@ void tfx_compile(const CompileOptions *o, CompileResult *r)
         ir_print(&r->out, &m, &po);
     } else if (ok && o->emit == TFX_EMIT_DOT) {
         ir_print_dot(&r->out, &m);
+    } else if (ok && o->emit >= TFX_EMIT_LLVM) {
+        static const CgOutput kinds[] = { CG_OUT_LLVM, CG_OUT_ASM, CG_OUT_OBJ, CG_OUT_SO };
+        CgOptions co = { .kind = kinds[o->emit - TFX_EMIT_LLVM], .opt_level = o->opt_level,
+                         .module_name = o->input, .so_path = o->output, .verbose = o->verbose };
+        r->status = cg_cpu_emit(&m, &d, &co, &r->out);
+        ok = r->status == 0;
     }
     if (!ok && r->status == 0)
         r->status = 1;

@@ -14,6 +14,10 @@ typedef enum TfxEmit {
     TFX_EMIT_AST,
     TFX_EMIT_IR,
     TFX_EMIT_DOT,
+    TFX_EMIT_LLVM,   /* LLVM IR text of the CPU backend */
+    TFX_EMIT_ASM,    /* host assembly */
+    TFX_EMIT_OBJ,    /* host object file (binary, in CompileResult.out) */
+    TFX_EMIT_SO,     /* a model.so linked with the runtime, written to CompileOptions.output */
 } TfxEmit;
 
 typedef struct CompileOptions {
@@ -29,11 +33,13 @@ typedef struct CompileOptions {
     uint32_t           ninclude;
     const char        *stdlib_dir;    /* NULL: tfx_default_stdlib_dir() */
     FILE              *diag_out;      /* NULL: diagnostics collected into CompileResult.diags */
+    const char        *output;        /* TFX_EMIT_SO: path of the shared library to write */
+    bool               verbose;       /* print the LLVM pipeline and the link command */
 } CompileOptions;
 
 typedef struct CompileResult {
     int  status;     /* 0 ok, 1 errors in the input, 3 internal error */
-    Buf  out;        /* the emitted text (ast, ir, dot, dumps) */
+    Buf  out;        /* the emitted text (ast, ir, dot, dumps, llvm, asm) or object bytes */
     Buf  diags;      /* diagnostics, when diag_out was NULL */
     int  nerrors;
 } CompileResult;

@@ -11,15 +11,20 @@ enum { MAX_DEFINES = 256, MAX_INCLUDES = 64 };
 
 static void usage(FILE *out)
 {
-    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot] [--dump-after=PASS|all]\n"
+    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot|llvm|asm|obj] [--dump-after=PASS|all]\n"
           "            [-Dname=value] [-I dir] [-O0|-O1|-O2|-O3] [--no-locs] [--help] [--version]\n"
           "\n"
           "Compiles a .tfx transformer model.\n"
           "\n"
-          "  -o OUT             write the output to OUT instead of standard output\n"
+          "  -o OUT             write the output to OUT instead of standard output; with no\n"
+          "                     --emit, OUT is a shared library for the host CPU (model.so)\n"
           "  --emit=ast         print the syntax tree\n"
           "  --emit=ir          print the graph IR after the pass pipeline\n"
           "  --emit=dot         draw the graph IR for Graphviz (dot -Tsvg)\n"
+          "  --emit=llvm        print the LLVM IR of the CPU backend (after -O1..3 passes)\n"
+          "  --emit=asm         print host assembly\n"
+          "  --emit=obj         write a host object file (needs -o)\n"
+          "  --verbose          print the LLVM pass pipeline and the link command\n"
           "  --dump-after=PASS  print the IR after PASS ('lower' for sema's output, or 'all')\n"
           "  -Dname=value       override a model hyperparameter\n"
           "  -I dir             search dir for `use` modules (before the standard library)\n"
@@ -31,15 +36,15 @@ static void usage(FILE *out)
           "  lower              (sema) typed AST -> graph IR\n", out);
     for (int i = 0; i < pass_count; i++)
         fprintf(out, "  %-18s (-O%d) %s\n", pass_table[i].name, pass_table[i].min_opt, pass_table[i].summary);
-    fputs("\nWith no --emit the file is only checked. Native code generation (-o model.so) is\n"
-          "not implemented yet.\n"
+    fputs("\nWith no --emit and no -o the file is only checked; `-o model.so` links a shared\n"
+          "library with the tfx runtime using the C compiler `cc` (or $CC).\n"
           "Exit status: 0 success, 1 errors in the input, 2 usage error, 3 internal error.\n", out);
 }
 
 static int usage_error(const char *msg, const char *arg)
 {
     fprintf(stderr, "tfxc: error: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
-    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot] [options]; see tfxc --help\n", stderr);
+    fputs("usage: tfxc FILE [-o OUT] [--emit=ast|ir|dot|llvm|asm|obj] [options]; see tfxc --help\n", stderr);
     return 2;
 }
 
@@ -55,7 +60,10 @@ static int parse_emit(Args *a, const char *v)
     if (strcmp(v, "ast") == 0) a->co.emit = TFX_EMIT_AST;
     else if (strcmp(v, "ir") == 0) a->co.emit = TFX_EMIT_IR;
     else if (strcmp(v, "dot") == 0) a->co.emit = TFX_EMIT_DOT;
-    else return usage_error("unknown --emit kind (expected ast, ir or dot)", v);
+    else if (strcmp(v, "llvm") == 0) a->co.emit = TFX_EMIT_LLVM;
+    else if (strcmp(v, "asm") == 0) a->co.emit = TFX_EMIT_ASM;
+    else if (strcmp(v, "obj") == 0) a->co.emit = TFX_EMIT_OBJ;
+    else return usage_error("unknown --emit kind (expected ast, ir, dot, llvm, asm or obj)", v);
     return 0;
 }
 
@@ -116,6 +124,10 @@ static int parse_one(Args *a, int argc, char **argv, int *i)
         a->co.stdlib_dir = arg + 9;
         return -1;
     }
+    if (strcmp(arg, "--verbose") == 0) {
+        a->co.verbose = true;
+        return -1;
+    }
     if (strcmp(arg, "--no-locs") == 0) {
         a->co.locs = false;
         return -1;
@@ -173,8 +185,12 @@ int main(int argc, char **argv)
         return usage_error("no input file", NULL);
     }
     if (a.output && a.co.emit == TFX_EMIT_CHECK && !a.co.dump_after) {
+        a.co.emit = TFX_EMIT_SO;
+        a.co.output = a.output;
+    }
+    if (a.co.emit == TFX_EMIT_OBJ && !a.output) {
         free_defines(&a);
-        return usage_error("native code generation is not implemented yet; use --emit=ast|ir|dot with -o", NULL);
+        return usage_error("--emit=obj writes a binary file: give -o FILE", NULL);
     }
     a.co.defines = a.defines;
     a.co.include_dirs = a.includes;
@@ -182,7 +198,7 @@ int main(int argc, char **argv)
     CompileResult r;
     tfx_compile(&a.co, &r);
     int status = r.status;
-    if (status == 0)
+    if (status == 0 && a.co.emit != TFX_EMIT_SO)
         status = write_output(a.output, &r.out);
     compile_result_dispose(&r);
     free_defines(&a);

@@ -1,5 +1,6 @@
 /* test_driver.c - the tfxc command line: options, exit statuses (0 ok, 1 input errors,
  * 2 usage) and what goes to stdout/stderr. Runs the built binary ($TFXC). */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,11 +127,26 @@ Test(driver, define_without_value)
     cr_expect_eq(r.status, 2);
 }
 
-Test(driver, native_output_not_yet_available)
+Test(driver, output_so_is_a_loadable_library)
 {
-    run(&r, "examples/gpt2.tfx -o /tmp/tfxc_never.so");
+    char so[64];
+    snprintf(so, sizeof so, "/tmp/tfxc_driver_%d.so", (int)getpid());
+    char args[256];
+    snprintf(args, sizeof args, "examples/looped.tfx -Dd=16 -Dheads=2 -Dsteps=2 -o %s", so);
+    run(&r, args);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    cr_assert_not_null(h, "%s", dlerror());
+    cr_expect_not_null(dlsym(h, "tfx_model_desc"));
+    cr_expect_not_null(dlsym(h, "tfx_model_open"));
+    dlclose(h);
+    remove(so);
+}
+
+Test(driver, emit_obj_needs_output_file)
+{
+    run(&r, "examples/looped.tfx --emit=obj");
     cr_expect_eq(r.status, 2);
-    cr_expect(strstr(r.err, "native code generation is not implemented yet") != NULL, "%s", r.err);
 }
 
 Test(driver, emit_dot_is_a_digraph)

@@ -1,0 +1,34 @@
+/* cg.h - the CPU backend's entry point: lowers a verified, inlined IrModule to LLVM IR
+ * and then to LLVM IR text, assembly, an object file or a linked model.so. This header
+ * includes no LLVM headers; only the files in compiler/codegen/ do. Called by tfx_compile(). */
+#ifndef TFX_CODEGEN_CG_H
+#define TFX_CODEGEN_CG_H
+
+#include <stdbool.h>
+
+#include "../base/buf.h"
+#include "../front/diag.h"
+#include "../ir/ir.h"
+
+typedef enum CgOutput {
+    CG_OUT_LLVM,   /* LLVM IR text into `out` */
+    CG_OUT_ASM,    /* host assembly text into `out` */
+    CG_OUT_OBJ,    /* object file bytes into `out` */
+    CG_OUT_SO,     /* a shared library linked with the runtime, written to `so_path` */
+} CgOutput;
+
+typedef struct CgOptions {
+    CgOutput    kind;
+    int         opt_level;   /* 0: no LLVM passes; 1..3: default<O1..3> */
+    const char *module_name; /* the LLVM module id (the input path as given) */
+    const char *so_path;     /* CG_OUT_SO: where the library goes */
+    bool        verbose;     /* print the pass pipeline and link command to stderr */
+} CgOptions;
+
+/* Generates code for m. Unsupported ops and types are user errors reported through d
+ * (returns 1); an LLVM verifier failure or a failed link is reported as an error too
+ * (returns 3 for internal errors, 1 for a missing linker or runtime library).
+ * Returns 0 on success with the output in `out` (or in the file so_path). */
+int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out);
+
+#endif

@@ -1,0 +1,83 @@
+/* cg_int.h - internals shared by the CPU backend's files: the CgCpu context (every LLVM
+ * handle of one module), loop-nest and element-access helpers (cg_common.c) and the op
+ * lowering (cg_lower.c). Only the backend's own files include this. */
+#ifndef TFX_CODEGEN_CG_INT_H
+#define TFX_CODEGEN_CG_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "cg.h"
+
+/* One module being generated. Created by cg_init, released by cg_dispose. */
+typedef struct CgCpu {
+    LLVMContextRef       llctx;
+    LLVMModuleRef        mod;
+    LLVMBuilderRef       b;       /* the builder for code */
+    LLVMBuilderRef       ab;      /* allocas: at the end of the entry block of `fn` */
+    LLVMTargetMachineRef tm;
+    LLVMTypeRef          t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_ptr;
+    LLVMTypeRef          t_args;  /* struct TfxKernelArgs */
+    IrModule            *m;
+    DiagEngine          *d;
+    IrNames              names;   /* IR value names of @main, for LLVM value names */
+    /* per function being built */
+    LLVMValueRef         fn;
+    LLVMBasicBlockRef    entry;   /* holds only allocas until the function is finished */
+    LLVMBasicBlockRef    fail;    /* `ret i32 1`: an index out of range */
+    LLVMValueRef         args;    /* forward's TfxKernelArgs pointer */
+    LLVMValueRef        *syms;    /* [m->nsyms] i64 symbol values */
+    LLVMValueRef        *buf;     /* by IrValue id: the value's data pointer */
+    uint32_t            *wbase;   /* by weight index: its first entry in the weights table */
+    bool                 failed;  /* a diagnostic was reported */
+} CgCpu;
+
+/* A counted loop `for (i = 0; i < n; i++)` with its counter in an alloca. */
+typedef struct CgFor {
+    LLVMValueRef      var;      /* i64 alloca */
+    LLVMValueRef      i;        /* the counter's value in the body */
+    LLVMBasicBlockRef cond, exit;
+} CgFor;
+
+/* A loop nest over every index of a shape (rank 0: no loop, one element). */
+typedef struct CgNest {
+    int    rank;
+    CgFor  loops[IR_MAX_RANK];
+    LLVMValueRef idx[IR_MAX_RANK];
+} CgNest;
+
+/* cg_common.c */
+LLVMValueRef cg_i64(CgCpu *cg, int64_t v);
+LLVMValueRef cg_f32c(CgCpu *cg, double v);
+LLVMTypeRef  cg_elem_type(CgCpu *cg, DType t);
+const char  *cg_name(CgCpu *cg, const IrValue *v);
+LLVMValueRef cg_alloca(CgCpu *cg, LLVMTypeRef t, const char *name);
+LLVMValueRef cg_dim(CgCpu *cg, Dim d);
+LLVMValueRef cg_numel(CgCpu *cg, const Shape *s);
+LLVMBasicBlockRef cg_block(CgCpu *cg, const char *name);
+void         cg_for_begin(CgCpu *cg, CgFor *l, LLVMValueRef n, const char *name);
+void         cg_for_end(CgCpu *cg, CgFor *l);
+void         cg_nest_begin(CgCpu *cg, CgNest *n, const Shape *s, const char *name);
+void         cg_nest_end(CgCpu *cg, CgNest *n);
+/* Row-major offset of v at idx[0 .. rank); a NULL index counts as 0. */
+LLVMValueRef cg_offset(CgCpu *cg, const IrValue *v, LLVMValueRef *idx);
+/* Offset of v when read at index `oidx` of a result of rank orank it broadcasts to. */
+LLVMValueRef cg_bcast_offset(CgCpu *cg, const IrValue *v, LLVMValueRef *oidx, int orank);
+LLVMValueRef cg_load(CgCpu *cg, const IrValue *v, LLVMValueRef off);
+void         cg_store(CgCpu *cg, const IrValue *v, LLVMValueRef off, LLVMValueRef x);
+/* Branches to the fail block unless 0 <= i < n (i64 values). */
+void         cg_check_index(CgCpu *cg, LLVMValueRef i, LLVMValueRef n, const char *name);
+LLVMValueRef cg_call_intrinsic(CgCpu *cg, const char *name, LLVMValueRef *args, unsigned nargs,
+                               const char *vname);
+LLVMValueRef cg_call_libm(CgCpu *cg, const char *fname, LLVMValueRef x, const char *vname);
+/* Copies n elements of type et from src to dst (dense). */
+void         cg_copy(CgCpu *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef n,
+                     LLVMTypeRef et, const char *name);
+
+/* cg_lower.c: emits the ops of region r in order; false after a reported error. */
+bool cg_lower_region(CgCpu *cg, IrRegion *r);
+
+#endif
