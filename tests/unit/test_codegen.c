@@ -623,3 +623,58 @@ Test(codegen, f16_weight_is_a_clean_error)
                     "m.tfx:3:11: error: code generation does not support weight 'w' (f16 or "
                     "symbolic shape) yet");
 }
+
+/* `until`: a token's rows stop changing after the step whose flag is set. */
+Test(codegen, until_loop_freezes_halted_tokens)
+{
+    const char *src =
+        "model m(d = 2) {\n"
+        "    input x: f32[T, d]\n"
+        "    h = sum(x, axis = -1)\n"
+        "    repeat 5 as i until h > 4.0 {\n"
+        "        x = x * 2.0\n"
+        "        h = sum(x, axis = -1)\n"
+        "    }\n"
+        "    output y = x\n"
+        "}\n";
+    Model mo;
+    build(&mo, "m.tfx", src, NULL, 0, 0);
+    open_model(&mo, 9, 1.0f);
+    float x[6] = { 0.5f, 0.5f, 3, 3, 0.01f, 0 }, y[6];
+    float *outs[1] = { y };
+    cr_assert_eq(forward1(&mo, x, 3, 2, outs, 1), TFX_OK);
+    // row 0 halts after 3 doublings (sum 8), row 1 after 1 (sum 12), row 2 never (5 steps)
+    double want[6] = { 4, 4, 6, 6, 0.32, 0 };
+    expect_close(y, want, 6, TOL, "until loop");
+    close_model(&mo);
+}
+
+/* concat, cumsum, arange and transpose through a small model. */
+Test(codegen, concat_cumsum_transpose_match_reference)
+{
+    const char *src =
+        "model m(d = 3) {\n"
+        "    input x: f32[T, d]\n"
+        "    c = concat([x, x * 2.0], axis = 1)\n"
+        "    output y = transpose(cumsum(c, axis = 0), perm = [1, 0])\n"
+        "}\n";
+    Model mo;
+    build(&mo, "m.tfx", src, NULL, 0, 0);
+    open_model(&mo, 10, 1.0f);
+    for (int k = 0; k < 3; k++) {
+        int64_t T = Ts[k], D = 3;
+        float *x = rand_input(T * D, 1.0f), *y = malloc((size_t)(T * 2 * D) * sizeof *y);
+        cr_assert_eq(forward1(&mo, x, T, D, &y, 1), TFX_OK);
+        double *want = malloc((size_t)(T * 2 * D) * sizeof *want);
+        for (int64_t c = 0; c < 2 * D; c++) {
+            double s = 0;
+            for (int64_t t = 0; t < T; t++) {
+                s += c < D ? x[t * D + c] : 2.0 * x[t * D + c - D];
+                want[c * T + t] = s;
+            }
+        }
+        expect_close(y, want, T * 2 * D, TOL, "transpose(cumsum(concat))");
+        free(x); free(y); free(want);
+    }
+    close_model(&mo);
+}
