@@ -3,7 +3,7 @@
 # Debian 12 (uses sudo otherwise); safe to run again: apt skips what is installed.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config flex bison llvm-19-dev
-      libcriterion-dev graphviz)
+      libcriterion-dev graphviz python3-numpy python3-torch valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
