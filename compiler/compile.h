@@ -35,6 +35,7 @@ typedef struct CompileOptions {
     FILE              *diag_out;      /* NULL: diagnostics collected into CompileResult.diags */
     const char        *output;        /* TFX_EMIT_SO: path of the shared library to write */
     bool               verbose;       /* print the LLVM pipeline and the link command */
+    const char        *cpu;           /* --cpu=NAME: LLVM CPU to generate for; NULL = host */
 } CompileOptions;
 
 typedef struct CompileResult {

@@ -25,6 +25,8 @@ static void usage(FILE *out)
           "  --emit=asm         print host assembly\n"
           "  --emit=obj         write a host object file (needs -o)\n"
           "  --verbose          print the LLVM pass pipeline and the link command\n"
+          "  --cpu=NAME         generate code for LLVM CPU NAME (x86-64, x86-64-v3, ...)\n"
+          "                     instead of this host\n"
           "  --dump-after=PASS  print the IR after PASS ('lower' for sema's output, or 'all')\n"
           "  -Dname=value       override a model hyperparameter\n"
           "  -I dir             search dir for `use` modules (before the standard library)\n"
@@ -122,6 +124,10 @@ static int parse_one(Args *a, int argc, char **argv, int *i)
     }
     if (strncmp(arg, "--stdlib=", 9) == 0) {
         a->co.stdlib_dir = arg + 9;
+        return -1;
+    }
+    if (strncmp(arg, "--cpu=", 6) == 0 && arg[6]) {
+        a->co.cpu = arg + 6;
         return -1;
     }
     if (strcmp(arg, "--verbose") == 0) {

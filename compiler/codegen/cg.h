@@ -23,6 +23,7 @@ typedef struct CgOptions {
     const char *module_name; /* the LLVM module id (the input path as given) */
     const char *so_path;     /* CG_OUT_SO: where the library goes */
     bool        verbose;     /* print the pass pipeline and link command to stderr */
+    const char *cpu;         /* LLVM CPU name to generate for; NULL: this host, with its features */
 } CgOptions;
 
 /* Generates code for m. Unsupported ops and types are user errors reported through d

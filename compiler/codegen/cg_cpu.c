@@ -417,13 +417,15 @@ static void emit_desc(CgCpu *cg, LLVMValueRef ws_fn, LLVMValueRef fwd_fn, LLVMVa
 
 /* ---- target, passes, output ---- */
 
-static bool make_target(CgCpu *cg, int opt)
+static bool make_target(CgCpu *cg, int opt, const char *cpu_name)
 {
     LLVMInitializeNativeTarget();
     LLVMInitializeNativeAsmPrinter();
     char *triple = LLVMGetDefaultTargetTriple();
-    char *cpu = LLVMGetHostCPUName();
-    char *features = LLVMGetHostCPUFeatures();
+    /* --cpu=NAME targets another machine (or valgrind, which lacks AVX-512) with that
+     * CPU's own features; the default is this host with all of its features */
+    char *cpu = cpu_name ? LLVMCreateMessage(cpu_name) : LLVMGetHostCPUName();
+    char *features = cpu_name ? LLVMCreateMessage("") : LLVMGetHostCPUFeatures();
     LLVMTargetRef target;
     char *err = NULL;
     bool ok = !LLVMGetTargetFromTriple(triple, &target, &err);
@@ -603,7 +605,7 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
         status = 1;
         goto done;
     }
-    if (!make_target(&cg, o->opt_level)) {
+    if (!make_target(&cg, o->opt_level, o->cpu)) {
         status = 3;
         goto done;
     }

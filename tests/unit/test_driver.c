@@ -182,3 +182,12 @@ Test(driver, output_file_written)
     free(ir);
     remove("/tmp/tfxc_test_looped.ir");
 }
+
+Test(driver, cpu_option_targets_another_machine)
+{
+    run(&r, "examples/looped.tfx --cpu=x86-64 --emit=asm");
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect(strstr(r.out, "tfx__forward") != NULL, "no forward function in the assembly");
+    cr_expect(strstr(r.out, "zmm") == NULL && strstr(r.out, "ymm") == NULL,
+              "baseline x86-64 has no AVX registers");
+}
