@@ -39,7 +39,7 @@ typedef struct Api {
 typedef struct Opts {
     const char *model, *weights, *tokens, *tokens_file, *prompt, *save;
     const char *inputs[8];
-    int ninputs, threads, strict, generate, top_k, print_all;
+    int ninputs, threads, strict, generate, top_k, print_all, slide;
     double temperature;
     uint64_t seed;
 } Opts;
@@ -59,6 +59,8 @@ static int usage(const char *msg)
           "  --temperature T       sampling temperature (0 = greedy, the default)\n"
           "  --top-k K             sample among the K most likely tokens (0 = all)\n"
           "  --seed S              random seed for sampling (default 1)\n"
+          "  --slide               when the context is full, drop the oldest token and go on\n"
+          "                        (default: stop)\n"
           "  --save FILE.npy       write the first output as float32 .npy\n"
           "  --print               print every output value (default: shape and a summary)\n"
           "  --threads N           threads for forward (default: all cores)\n"
@@ -89,6 +91,7 @@ static int parse_args(int argc, char **argv, Opts *o)
         else if (!strcmp(a, "--threads") && v) o->threads = atoi(v);
         else if (!strcmp(a, "--strict")) { o->strict = 1; takes = 0; }
         else if (!strcmp(a, "--print")) { o->print_all = 1; takes = 0; }
+        else if (!strcmp(a, "--slide")) { o->slide = 1; takes = 0; }
         else if (a[0] != '-' && !o->model) { o->model = a; takes = 0; }
         else {
             fprintf(stderr, "tfxrun: error: unknown option or missing value: %s (see tfxrun --help)\n", a);
@@ -390,8 +393,13 @@ static int generate(Run *r, const Opts *o, int text)
     uint64_t rng = o->seed ? o->seed : 1;
     for (int g = 0; g < o->generate; g++) {
         if (max && t->shape[0] >= max) {
-            fprintf(stderr, "\ntfxrun: stopped: the context is full (%lld tokens)\n", (long long)max);
-            break;
+            if (!o->slide) {
+                fprintf(stderr, "\ntfxrun: stopped: the context is full (%lld tokens)\n", (long long)max);
+                break;
+            }
+            int32_t *ids = t->data;  /* [T]: keep the newest max-1 tokens */
+            memmove(ids, ids + 1, (size_t)(t->shape[0] - 1) * sizeof *ids);
+            t->shape[0]--;
         }
         if (forward(r))
             return 1;

@@ -146,3 +146,34 @@ Test(e2e, looped_at_O0_matches_pytorch)
     Case c = { "looped_O0", "looped", "-Dsteps=3", "1,9", "-O0", 1e-4 };
     run_case(&c);
 }
+
+/* The demo model (models/demo.safetensors, trained by scripts/train_demo.py): tfxrun's
+ * greedy continuation must be token for token the one PyTorch computes. */
+Test(e2e, demo_model_greedy_tokens_match_pytorch)
+{
+    need_torch();
+    const char *tfxc = getenv("TFXC"), *tfxrun = getenv("TFXRUN");
+    cr_assert(tfxc && tfxrun, "TFXC and TFXRUN must be set (run through ctest)");
+    const char *hp = "-Dvocab=256 -Dctx=128 -Dd=128 -Dheads=4 -Dlayers=4";
+    const char *prompt = "The quick brown fox";
+    char dir[512], ids[256] = "";
+    snprintf(dir, sizeof dir, "%s/e2e/demo", TFX_BINARY_DIR);
+    cr_assert_eq(sh("mkdir -p %s && %s examples/gpt2.tfx %s -o %s/demo.so", dir, tfxc, hp, dir), 0);
+    for (const char *p = prompt; *p; p++)
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%d ", (unsigned char)*p);
+    cr_assert_eq(sh("%s %s/demo.so --weights models/demo.safetensors --tokens \"%s\" --generate 40 > %s/tfx.txt",
+                    tfxrun, dir, ids, dir), 0);
+    cr_assert_eq(sh("/usr/bin/python3 tests/reference/greedy.py models/demo.safetensors \"%s\" 40 > %s/torch.txt",
+                    prompt, dir), 0);
+    char path[600];
+    snprintf(path, sizeof path, "%s/tfx.txt", dir);
+    char *got = tt_slurp(path, NULL);
+    snprintf(path, sizeof path, "%s/torch.txt", dir);
+    char *want = tt_slurp(path, NULL);
+    cr_assert(got && want);
+    /* tfxrun prints " 1 2 3\n", greedy.py "1 2 3\n" */
+    cr_expect_str_eq(got + (got[0] == ' '), want);
+    cr_expect_gt(strlen(want), 40, "40 tokens expected, got '%s'", want);
+    free(got);
+    free(want);
+}

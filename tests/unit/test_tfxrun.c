@@ -161,6 +161,14 @@ Test(tfxrun, context_bound_stops_generation)
     cr_expect(strstr(r.err, "the context is full (16 tokens)") != NULL, "%s", r.err);
 }
 
+Test(tfxrun, slide_keeps_generating_past_the_context)
+{
+    write_weights("w.safetensors", zero_bias, 0);
+    run(&r, "--weights w.safetensors --tokens \"0 1 2 3 0 1 2 3 0 1 2 3 0 1\" --generate 6 --slide");
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out, " 2 3 0 1 2 3\n");
+}
+
 Test(tfxrun, too_many_tokens_is_a_dim_error)
 {
     write_weights("w.safetensors", zero_bias, 0);
