@@ -50,7 +50,8 @@ void cg_init(CgCpu *cg, IrModule *m, DiagEngine *d, const char *name)
     cg->syms = calloc(m->nsyms + 1, sizeof *cg->syms);
     cg->par_syms = calloc(m->nsyms + 1, sizeof *cg->par_syms);
     cg->sym_slot = calloc(m->nsyms + 1, sizeof *cg->sym_slot);
-    if (!cg->buf || !cg->wbase || !cg->syms || !cg->par_syms || !cg->sym_slot) {
+    cg->absorbed = calloc(m->next_value_id + 1, sizeof *cg->absorbed);
+    if (!cg->buf || !cg->wbase || !cg->syms || !cg->par_syms || !cg->sym_slot || !cg->absorbed) {
         fputs("tfxc: out of memory\n", stderr);
         exit(3);
     }
@@ -64,6 +65,7 @@ void cg_dispose(CgCpu *cg)
     free(cg->par_syms);
     free(cg->sym_slot);
     free(cg->gemm_tb);
+    free(cg->absorbed);
     ir_names_dispose(&cg->names);
     if (cg->tm)
         LLVMDisposeTargetMachine(cg->tm);
@@ -163,7 +165,8 @@ static void layout_region(Layout *lo, IrRegion *r)
     for (IrOp *op = r->first; op; op = op->next) {
         if (op->kind != IR_OP_WEIGHT)
             for (uint32_t i = 0; i < op->nres; i++)
-                if (!cg_gemm_reads_through(lo->cg, op->results[i]))   // no copy is made
+                if (!cg_gemm_reads_through(lo->cg, op->results[i])   // no copy is made
+                    && !lo->cg->absorbed[op->results[i]->id])         // never stored
                     layout_add(lo, op->results[i], NULL);
         if (op->kind == IR_OP_LOOP || op->kind == IR_OP_MOE) {
             IrRegion *b = op->body;

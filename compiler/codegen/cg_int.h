@@ -38,6 +38,9 @@ typedef struct CgCpu {
     int32_t             *sym_slot; /* [m->nsyms]: index in the descriptor's symbols, or -1
                                     * for a moe body's routed token count (cg_route.c) */
     bool                *gemm_tb; /* by IrValue id: a transpose the GEMM reads through (cg_gemm_plan) */
+    bool                *absorbed; /* by IrValue id: computed inside the op that uses it (a
+                                    * fused group, see cg_absorbed_op): no buffer, and its
+                                    * defining op is not lowered on its own */
     bool                 serial;  /* CgOptions.serial: no outlining, no pool calls */
     int                  opt_level; /* CgOptions.opt_level: from 1 on, matmul uses cg_gemm.c */
     const char          *cpu;     /* CgOptions.cpu (NULL: the host): picks the GEMM's vector width */
@@ -140,6 +143,10 @@ bool         cg_gemm_reads_through(const CgCpu *cg, const IrValue *v);
  * lowering (see docs/codegen.md "GEMM"). */
 bool cg_gemm_applies(const CgCpu *cg, const IrOp *op);
 void cg_gemm_lower(CgCpu *cg, IrOp *op);
+
+/* Whether every result of op is absorbed: cg_lower_region then skips the op, because
+ * the op that uses its results computes them itself. */
+bool cg_absorbed_op(const CgCpu *cg, const IrOp *op);
 
 /* cg_lower.c: emits the ops of region r in order; false after a reported error. */
 bool cg_lower_region(CgCpu *cg, IrRegion *r);

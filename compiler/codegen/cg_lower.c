@@ -973,10 +973,20 @@ static bool lower_op(CgCpu *cg, IrOp *op)
     }
 }
 
+bool cg_absorbed_op(const CgCpu *cg, const IrOp *op)
+{
+    if (op->nres == 0 || op->body)
+        return false;
+    for (uint32_t i = 0; i < op->nres; i++)
+        if (!cg->absorbed[op->results[i]->id])
+            return false;
+    return true;
+}
+
 bool cg_lower_region(CgCpu *cg, IrRegion *r)
 {
     for (IrOp *op = r->first; op; op = op->next)
-        if (!lower_op(cg, op))
+        if (!cg_absorbed_op(cg, op) && !lower_op(cg, op))
             return false;
     return true;
 }
