@@ -222,13 +222,26 @@ void cg_check_index(CgCpu *cg, LLVMValueRef i, LLVMValueRef n, const char *name)
 }
 
 /* Calls an overloaded f32 intrinsic such as llvm.exp.f32. */
+/* Whether the math function `name` (an intrinsic or libm name) is computed by our own
+ * code (cg_gpu_math.c) rather than the intrinsic or libm. Always on the GPU, which has no
+ * libm. On the CPU from -O1 on for exp, tanh and erf: plain arithmetic that is inlined
+ * and vectorised by LLVM's loop vectoriser, where a libm call per element stays scalar
+ * (gelu_tanh's tanhf was a quarter of GPT-2's forward). -O0 keeps libm: the oracle. */
+static bool use_ours(const CgCpu *cg, const char *name)
+{
+    if (cg->gpu)
+        return true;
+    return cg->opt_level >= 1 && (strcmp(name, "llvm.exp") == 0 || strcmp(name, "tanhf") == 0
+                                  || strcmp(name, "erff") == 0);
+}
+
 LLVMValueRef cg_call_intrinsic(CgCpu *cg, const char *name, LLVMValueRef *args, unsigned nargs,
                                const char *vname)
 {
     unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
     LLVMTypeRef ft = LLVMIntrinsicGetType(cg->llctx, id, &cg->t_f32, 1);
     LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, &cg->t_f32, 1);
-    LLVMValueRef gpu = cg->gpu ? cg_gpu_call_math(cg, name, args, nargs, vname) : NULL;
+    LLVMValueRef gpu = use_ours(cg, name) ? cg_gpu_call_math(cg, name, args, nargs, vname) : NULL;
     if (gpu)   // NVPTX cannot select llvm.exp, llvm.log, llvm.pow: ours (cg_gpu_math.c)
         return gpu;
     return LLVMBuildCall2(cg->b, ft, f, args, nargs, vname);
@@ -237,7 +250,7 @@ LLVMValueRef cg_call_intrinsic(CgCpu *cg, const char *name, LLVMValueRef *args, 
 /* Calls float fname(float) from libm (erff, tanhf), declaring it on first use. */
 LLVMValueRef cg_call_libm(CgCpu *cg, const char *fname, LLVMValueRef x, const char *vname)
 {
-    LLVMValueRef gpu = cg->gpu ? cg_gpu_call_math(cg, fname, &x, 1, vname) : NULL;
+    LLVMValueRef gpu = use_ours(cg, fname) ? cg_gpu_call_math(cg, fname, &x, 1, vname) : NULL;
     if (gpu)   // no libm on the GPU: ours (cg_gpu_math.c)
         return gpu;
     LLVMTypeRef ft = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, false);
@@ -281,11 +294,31 @@ static void par_add_value(CgPar *p, const IrValue *v)
     for (uint32_t i = 0; i < p->nvals; i++)
         if (p->vals[i] == v)
             return;
-    if (p->nvals < CG_PAR_MAX_VALS)
-        p->vals[p->nvals++] = v;
+    if (p->nvals >= CG_PAR_MAX_VALS) {   // callers stay below the bound
+        fputs("tfxc: internal error: too many values in an outlined loop\n", stderr);
+        exit(3);
+    }
+    p->vals[p->nvals++] = v;
 }
 
 void cg_par_begin(CgCpu *cg, CgPar *p, IrOp *op, LLVMValueRef n, const char *name)
+{
+    if (cg->gpu && !cg->serial) {   // a kernel with one thread per row (cg_ptx.c)
+        memset(p, 0, sizeof *p);
+        cg_gpu_par_begin(cg, p, op, n, name);
+        return;
+    }
+    const IrValue *vals[2 * CG_PAR_MAX_VALS];
+    uint32_t nv = 0;
+    for (uint32_t i = 0; i < op->nops && nv < 2 * CG_PAR_MAX_VALS; i++)
+        vals[nv++] = op->operands[i];
+    for (uint32_t i = 0; i < op->nres && nv < 2 * CG_PAR_MAX_VALS; i++)
+        vals[nv++] = op->results[i];
+    cg_par_begin_vals(cg, p, vals, nv, n, NULL, name);
+}
+
+void cg_par_begin_vals(CgCpu *cg, CgPar *p, const IrValue *const *vals, uint32_t nv,
+                       LLVMValueRef n, LLVMValueRef work, const char *name)
 {
     memset(p, 0, sizeof *p);
     if (cg->serial) {
@@ -293,15 +326,9 @@ void cg_par_begin(CgCpu *cg, CgPar *p, IrOp *op, LLVMValueRef n, const char *nam
         p->end = n;
         return;
     }
-    if (cg->gpu) {   // a kernel with one thread per row (cg_ptx.c)
-        cg_gpu_par_begin(cg, p, op, n, name);
-        return;
-    }
     p->outlined = true;
-    for (uint32_t i = 0; i < op->nops; i++)
-        par_add_value(p, op->operands[i]);
-    for (uint32_t i = 0; i < op->nres; i++)
-        par_add_value(p, op->results[i]);
+    for (uint32_t i = 0; i < nv; i++)
+        par_add_value(p, vals[i]);
     uint32_t nsyms = cg->m->nsyms, nf = p->nvals + nsyms;
 
     // the context: { ptr buffers[nvals], i64 syms[nsyms] } on forward's stack
@@ -334,7 +361,23 @@ void cg_par_begin(CgCpu *cg, CgPar *p, IrOp *op, LLVMValueRef n, const char *nam
     LLVMTypeRef pft;
     LLVMValueRef pf = pool_parallel_for(cg, &pft);
     LLVMValueRef cargs[4] = { pool, n, body, ctx };
-    LLVMBuildCall2(cg->b, pft, pf, cargs, 4, "");
+    if (work) {   // too little work to wake the pool for: run the body here
+        LLVMBasicBlockRef direct = cg_block(cg, "par.direct"), pooled = cg_block(cg, "par.pool"),
+                          join = cg_block(cg, "par.join");
+        LLVMValueRef small = LLVMBuildICmp(cg->b, LLVMIntULT, work, cg_i64(cg, CG_PAR_MIN_WORK),
+                                           "par.small");
+        LLVMBuildCondBr(cg->b, small, direct, pooled);
+        LLVMPositionBuilderAtEnd(cg->b, direct);
+        LLVMValueRef dargs[3] = { ctx, cg_i64(cg, 0), n };
+        LLVMBuildCall2(cg->b, bt, body, dargs, 3, "");
+        LLVMBuildBr(cg->b, join);
+        LLVMPositionBuilderAtEnd(cg->b, pooled);
+        LLVMBuildCall2(cg->b, pft, pf, cargs, 4, "");
+        LLVMBuildBr(cg->b, join);
+        LLVMPositionBuilderAtEnd(cg->b, join);
+    } else {
+        LLVMBuildCall2(cg->b, pft, pf, cargs, 4, "");
+    }
 
     // switch to the body
     p->fwd_fn = cg->fn;

@@ -4,8 +4,10 @@
  * maxnum, minnum, floor and rint lower to single PTX instructions. Each function is an
  * internal `float tfx.NAME(float)` of the module, defined on first use, so the same IR can
  * be built into a host module and checked against libm (tests/unit/test_ptx.c). The
- * accuracy of each is stated above it and in docs/gpu.md. Called through the gpu hooks
- * in cg_call_intrinsic and cg_call_libm (cg_common.c). */
+ * accuracy of each is stated above it and in docs/gpu.md. Called through the hooks in
+ * cg_call_intrinsic and cg_call_libm (cg_common.c): for every math call on the GPU, and
+ * for exp, tanh and erf on the CPU from -O1 on, where LLVM inlines and vectorises them
+ * (docs/codegen.md "Fusion"). */
 #include "cg_gpu.h"
 
 #include <math.h>

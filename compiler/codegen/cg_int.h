@@ -63,7 +63,10 @@ typedef struct CgNest {
 } CgNest;
 
 /* The most IR values (operands and results) an outlined op can use. */
-enum { CG_PAR_MAX_VALS = 8 };
+enum { CG_PAR_MAX_VALS = 16 };
+/* Below this many elements of work an outlined loop that states its work (cg_par_begin_vals)
+ * runs its body directly instead of waking the pool. */
+enum { CG_PAR_MIN_WORK = 16384 };
 
 /* An op's outer loop outlined into an internal `void NAME(ptr ctx, i64 begin, i64 end)`
  * that forward runs through tfx_pool_parallel_for (see cg_par_begin). */
@@ -130,6 +133,11 @@ void         cg_copy(CgCpu *cg, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef
  * The body must not branch to cg->fail (it is NULL there). With cg->serial nothing is
  * outlined: begin = 0, end = n, in forward. */
 void         cg_par_begin(CgCpu *cg, CgPar *p, IrOp *op, LLVMValueRef n, const char *name);
+/* The same over an explicit list of values (at most CG_PAR_MAX_VALS distinct ones): those
+ * whose buffers the body reads or writes. `work` (i64, may be NULL) is the number of
+ * elements the loop touches: below CG_PAR_MIN_WORK the body is called directly. */
+void         cg_par_begin_vals(CgCpu *cg, CgPar *p, const IrValue *const *vals, uint32_t nv,
+                               LLVMValueRef n, LLVMValueRef work, const char *name);
 void         cg_par_end(CgCpu *cg, CgPar *p);
 
 /* Marks, in cg->gemm_tb, each `transpose` that swaps the last two axes and whose one use
@@ -147,6 +155,18 @@ void cg_gemm_lower(CgCpu *cg, IrOp *op);
 /* Whether every result of op is absorbed: cg_lower_region then skips the op, because
  * the op that uses its results computes them itself. */
 bool cg_absorbed_op(const CgCpu *cg, const IrOp *op);
+
+/* cg_lower.c: the value of elementwise op `op` (IRT_ELEMWISE) from its operands' values
+ * x[0 .. op->nops), in their arithmetic types. */
+LLVMValueRef cg_elem_value(CgCpu *cg, const IrOp *op, LLVMValueRef *x);
+
+/* cg_fuse.c: elementwise fusion (-O1..3 on the CPU). cg_fuse_plan marks in cg->absorbed
+ * every elementwise result that its one user, an elementwise op of the same shape in the
+ * same region, computes in registers; cg_fuse_lower emits a group's root: one loop over
+ * the result's rows, split over the pool, computing the whole expression per element. */
+bool cg_fuse_applies(const CgCpu *cg);
+void cg_fuse_plan(CgCpu *cg);
+void cg_fuse_lower(CgCpu *cg, IrOp *root);
 
 /* cg_lower.c: emits the ops of region r in order; false after a reported error. */
 bool cg_lower_region(CgCpu *cg, IrRegion *r);

@@ -206,8 +206,26 @@ static LLVMValueRef cast(CgCpu *cg, DType from, DType to, LLVMValueRef x)
 
 /* ---- elementwise ops: one loop nest over the result, operands broadcast ---- */
 
+LLVMValueRef cg_elem_value(CgCpu *cg, const IrOp *op, LLVMValueRef *x)
+{
+    DType t = op->operands[op->nops == 3 ? 1 : 0]->dtype;
+    if (op->kind == IR_OP_WHERE) {
+        LLVMValueRef c = is_true(cg, op->operands[0]->dtype, x[0]);
+        return LLVMBuildSelect(cg->b, c, x[1], x[2], "where");
+    }
+    if (op->kind == IR_OP_CAST)
+        return cast(cg, t, op->results[0]->dtype, x[0]);
+    if (op->nops == 2)
+        return t == DT_I32 ? int_binary(cg, op->kind, x[0], x[1]) : float_binary(cg, op->kind, x[0], x[1]);
+    return t == DT_I32 ? int_unary(cg, op->kind, x[0]) : float_unary(cg, op->kind, x[0]);
+}
+
 static void lower_elemwise(CgCpu *cg, IrOp *op)
 {
+    if (cg_fuse_applies(cg)) {   // -O1..3: the op is the root of a fused group
+        cg_fuse_lower(cg, op);
+        return;
+    }
     IrValue *y = op->results[0];
     int r = y->shape.rank;
     CgNest n;
@@ -217,18 +235,7 @@ static void lower_elemwise(CgCpu *cg, IrOp *op)
         LLVMValueRef off = cg_bcast_offset(cg, op->operands[i], n.idx, r);
         x[i] = cg_load(cg, op->operands[i], off);
     }
-    DType t = op->operands[op->nops == 3 ? 1 : 0]->dtype;
-    LLVMValueRef v;
-    if (op->kind == IR_OP_WHERE) {
-        LLVMValueRef c = is_true(cg, op->operands[0]->dtype, x[0]);
-        v = LLVMBuildSelect(cg->b, c, x[1], x[2], "where");
-    } else if (op->kind == IR_OP_CAST) {
-        v = cast(cg, t, y->dtype, x[0]);
-    } else if (op->nops == 2) {
-        v = t == DT_I32 ? int_binary(cg, op->kind, x[0], x[1]) : float_binary(cg, op->kind, x[0], x[1]);
-    } else {
-        v = t == DT_I32 ? int_unary(cg, op->kind, x[0]) : float_unary(cg, op->kind, x[0]);
-    }
+    LLVMValueRef v = cg_elem_value(cg, op, x);
     LLVMValueRef off = cg_offset(cg, y, n.idx);
     cg_store(cg, y, off, v);
     cg_nest_end(cg, &n);
