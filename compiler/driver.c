@@ -1,11 +1,14 @@
 /* driver.c - main() of tfxc: argv -> CompileOptions -> tfx_compile(); nothing else.
  * Exit status: 0 success, 1 errors in the input, 2 usage errors, 3 internal error. */
+#include <dlfcn.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "compile.h"
 #include "passes/pass.h"
+#include "tfx_abi.h"
 
 enum { MAX_DEFINES = 256, MAX_INCLUDES = 64 };
 
@@ -33,6 +36,8 @@ static void usage(FILE *out)
           "                     the kernels through the CUDA driver (libcuda.so.1, at run time)\n"
           "  --gpu-arch=ARCH    GPU architecture for ptx and cuda: sm_80 (default) or sm_90\n"
           "  --verbose          print the LLVM pass pipeline and the link command\n"
+          "  --memory           with -o model.so: print the weight bytes and the planned\n"
+          "                     workspace bytes at the symbols' upper bounds\n"
           "  --cpu=NAME         generate code for LLVM CPU NAME (x86-64, x86-64-v3, ...)\n"
           "                     instead of this host\n"
           "  --serial           generate code that never uses the thread pool (matmul,\n"
@@ -65,6 +70,7 @@ typedef struct Args {
     CompileOptions co;
     const char    *output;
     bool           has_target;   /* --target was given */
+    bool           memory;       /* --memory: report weight and workspace bytes */
     SemaDefine     defines[MAX_DEFINES];
     const char    *includes[MAX_INCLUDES];
 } Args;
@@ -198,6 +204,10 @@ static int parse_one(Args *a, int argc, char **argv, int *i)
         a->co.verbose = true;
         return -1;
     }
+    if (strcmp(arg, "--memory") == 0) {
+        a->memory = true;
+        return -1;
+    }
     if (strcmp(arg, "--serial") == 0) {
         a->co.serial = true;
         return -1;
@@ -237,6 +247,44 @@ static int write_output(const char *path, const Buf *out)
     return 0;
 }
 
+/* --memory: opens the model.so just written and prints its weight bytes and the
+ * workspace its plan needs with every symbol at its upper bound (1 when it has none).
+ * Only the descriptor's tables and workspace_bytes run: no model code. */
+static int report_memory(const char *so)
+{
+    void *h = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    const TfxModelDesc *(*desc)(void) = NULL;
+    if (h)
+        *(void **)&desc = dlsym(h, "tfx_model_desc");
+    if (!desc) {
+        fprintf(stderr, "tfxc: error: --memory: cannot open '%s': %s\n", so, dlerror());
+        if (h)
+            dlclose(h);
+        return 1;
+    }
+    const TfxModelDesc *d = desc();
+    int64_t syms[16] = { 0 };
+    uint64_t wbytes = 0;
+    printf("%s: model '%s'\n", so, d->name);
+    for (uint32_t i = 0; i < d->nsyms && i < 16; i++) {
+        syms[i] = d->syms[i].max > 0 ? d->syms[i].max : 1;
+        printf("  %s = %" PRId64 "%s\n", d->syms[i].name, syms[i],
+               d->syms[i].max > 0 ? " (upper bound)" : " (no upper bound: 1 used)");
+    }
+    for (uint32_t i = 0; i < d->nweights; i++) {
+        const TfxWeightDesc *w = &d->weights[i];
+        uint64_t n = w->dtype == TFX_F16 || w->dtype == TFX_BF16 ? 2 : 4;
+        for (int j = 0; j < w->rank; j++)
+            n *= (uint64_t)w->dims[j];
+        wbytes += n;
+    }
+    uint64_t ws = d->workspace_bytes && d->nsyms <= 16 ? d->workspace_bytes(syms) : 0;
+    printf("  weights:   %" PRIu64 " bytes (%.1f MiB)\n", wbytes, (double)wbytes / 1048576.0);
+    printf("  workspace: %" PRIu64 " bytes (%.1f MiB)\n", ws, (double)ws / 1048576.0);
+    dlclose(h);
+    return 0;
+}
+
 static void free_defines(Args *a)
 {
     for (uint32_t i = 0; i < a->co.ndefines; i++)
@@ -267,6 +315,11 @@ int main(int argc, char **argv)
         a.co.emit = TFX_EMIT_SO;
         a.co.output = a.output;
     }
+    if (a.memory && (a.co.emit != TFX_EMIT_SO || a.co.target != TFX_TARGET_CPU || a.co.cpu)) {
+        free_defines(&a);
+        return usage_error("--memory needs -o model.so for this host (no --emit, --target or --cpu)",
+                           NULL);
+    }
     if (a.co.emit == TFX_EMIT_OBJ && !a.output) {
         free_defines(&a);
         return usage_error("--emit=obj writes a binary file: give -o FILE", NULL);
@@ -279,6 +332,8 @@ int main(int argc, char **argv)
     int status = r.status;
     if (status == 0 && a.co.emit != TFX_EMIT_SO)
         status = write_output(a.output, &r.out);
+    else if (status == 0 && a.memory)
+        status = report_memory(a.co.output);
     compile_result_dispose(&r);
     free_defines(&a);
     return status;

@@ -102,6 +102,13 @@ typedef struct TfxModelDesc {
 void tfx_pool_parallel_for(struct TfxPool *p, int64_t n,
                            void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx);
 
+/* The workspace plan of code compiled at -O1 and above (rt_plan.c, docs/codegen.md
+ * "Memory plan"): buffer i has size[i] bytes and is live from op position start[i] to
+ * end[i] (inclusive). Writes 64-byte-aligned offsets such that buffers live at the same
+ * time do not overlap, and returns the bytes the plan needs. scratch holds 2n entries. */
+int64_t tfx_plan_offsets(int64_t n, const int64_t *size, const int32_t *start,
+                         const int32_t *end, int64_t *offset, int32_t *scratch);
+
 /* The number of threads (workers plus the caller) of a pool; 1 for NULL. */
 int tfx_pool_nthreads(const struct TfxPool *p);
 

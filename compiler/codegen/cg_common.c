@@ -9,6 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+void *cg_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fputs("tfxc: out of memory\n", stderr);
+        exit(3);
+    }
+    return p;
+}
+
 LLVMValueRef cg_i64(CgCpu *cg, int64_t v)
 {
     return LLVMConstInt(cg->t_i64, (unsigned long long)v, true);

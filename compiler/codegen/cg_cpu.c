@@ -143,7 +143,13 @@ static bool check_module(CgCpu *cg)
 typedef struct Layout {
     CgCpu       *cg;
     LLVMValueRef ws;     /* workspace base, or NULL when only the size is wanted */
-    LLVMValueRef off;    /* running byte offset (i64) */
+    LLVMValueRef off;    /* running byte offset (i64); with a plan, the plan's total */
+    /* the memory plan (cg->mem_plan): sizes are stored, offsets come from the runtime */
+    bool           plan;
+    LLVMValueRef   sizes;   /* i64 [nbuf] alloca */
+    uint32_t       nbuf;
+    const IrValue **vals;   /* [cap] by buffer index */
+    uint32_t       cap;
 } Layout;
 
 static void layout_add(Layout *lo, const IrValue *v, LLVMValueRef extra)
@@ -153,6 +159,19 @@ static void layout_add(Layout *lo, const IrValue *v, LLVMValueRef extra)
     if (extra)
         n = LLVMBuildAdd(cg->b, n, extra, "n.extra");
     LLVMValueRef bytes = LLVMBuildMul(cg->b, n, cg_i64(cg, cg_elem_size(v->dtype)), "bytes");
+    if (lo->plan) {   // sizes now; offsets when every size is known (plan_finish)
+        if (lo->nbuf == lo->cap) {
+            lo->cap = lo->cap ? 2 * lo->cap : 64;
+            lo->vals = realloc(lo->vals, lo->cap * sizeof *lo->vals);
+            if (!lo->vals) {
+                fputs("tfxc: out of memory\n", stderr);
+                exit(3);
+            }
+        }
+        lo->vals[lo->nbuf++] = v;
+        cg->buf[v->id] = bytes;   // a placeholder: replaced by plan_finish
+        return;
+    }
     if (lo->ws)
         cg->buf[v->id] = LLVMBuildInBoundsGEP2(cg->b, cg->t_i8, lo->ws, &lo->off, 1, cg_name(cg, v));
     LLVMValueRef end = LLVMBuildAdd(cg->b, lo->off, bytes, "end");
@@ -184,6 +203,107 @@ static void layout_region(Layout *lo, IrRegion *r)
             layout_region(lo, b);
         }
     }
+}
+
+/* ---- the memory plan (-O1..3): buffers share memory by liveness ---- */
+
+/* int64_t tfx_plan_offsets(int64_t, const int64_t *, const int32_t *, const int32_t *,
+ * int64_t *, int32_t *) of the runtime (rt_plan.c), hidden like tfx_pool_parallel_for. */
+static LLVMValueRef plan_fn(CgCpu *cg, LLVMTypeRef *ft)
+{
+    LLVMTypeRef params[6] = { cg->t_i64, cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_ptr };
+    *ft = LLVMFunctionType(cg->t_i64, params, 6, false);
+    LLVMValueRef f = LLVMGetNamedFunction(cg->mod, "tfx_plan_offsets");
+    if (!f) {
+        f = LLVMAddFunction(cg->mod, "tfx_plan_offsets", *ft);
+        LLVMSetVisibility(f, LLVMHiddenVisibility);
+    }
+    return f;
+}
+
+/* An internal constant i32 array. */
+static LLVMValueRef const_i32_array(CgCpu *cg, const char *name, const int32_t *v, uint32_t n)
+{
+    LLVMValueRef *el = malloc((n + 1) * sizeof *el);
+    if (!el) {
+        fputs("tfxc: out of memory\n", stderr);
+        exit(3);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        el[i] = LLVMConstInt(cg->t_i32, (unsigned long long)v[i], true);
+    LLVMTypeRef t = LLVMArrayType2(cg->t_i32, n);
+    LLVMValueRef g = LLVMAddGlobal(cg->mod, t, name);
+    LLVMSetInitializer(g, LLVMConstArray2(cg->t_i32, el, n));
+    LLVMSetGlobalConstant(g, true);
+    LLVMSetLinkage(g, LLVMInternalLinkage);
+    free(el);
+    return g;
+}
+
+/* The plan's walk has stored every buffer's size in cg->buf: stores them in an array,
+ * calls tfx_plan_offsets with the live intervals of cg_plan_live, and points each buffer
+ * at ws + its offset. lo->off becomes the plan's total. */
+static void plan_finish(Layout *lo, const char *tag)
+{
+    CgCpu *cg = lo->cg;
+    uint32_t n = lo->nbuf;
+    if (n == 0) {
+        lo->off = cg_i64(cg, 0);
+        return;
+    }
+    CgLive live;
+    cg_plan_live(cg, &live);
+    int32_t *st = malloc(2 * n * sizeof *st);
+    if (!st) {
+        fputs("tfxc: out of memory\n", stderr);
+        exit(3);
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        st[k] = live.start[lo->vals[k]->id];
+        st[n + k] = live.end[lo->vals[k]->id];
+    }
+    cg_live_dispose(&live);
+    char nm[64];
+    snprintf(nm, sizeof nm, "tfx.plan.start.%s", tag);
+    LLVMValueRef gs = const_i32_array(cg, nm, st, n);
+    snprintf(nm, sizeof nm, "tfx.plan.end.%s", tag);
+    LLVMValueRef ge = const_i32_array(cg, nm, st + n, n);
+    free(st);
+    LLVMValueRef sizes = cg_alloca(cg, LLVMArrayType2(cg->t_i64, n), "plan.sizes");
+    LLVMValueRef offs = cg_alloca(cg, LLVMArrayType2(cg->t_i64, n), "plan.offsets");
+    LLVMValueRef scratch = cg_alloca(cg, LLVMArrayType2(cg->t_i32, 2 * n), "plan.scratch");
+    for (uint32_t k = 0; k < n; k++) {
+        LLVMValueRef i = cg_i64(cg, k);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(cg->b, cg->t_i64, sizes, &i, 1, "size.p");
+        LLVMBuildStore(cg->b, cg->buf[lo->vals[k]->id], p);
+    }
+    LLVMTypeRef ft;
+    LLVMValueRef f = plan_fn(cg, &ft);
+    LLVMValueRef args[6] = { cg_i64(cg, n), sizes, gs, ge, offs, scratch };
+    lo->off = LLVMBuildCall2(cg->b, ft, f, args, 6, "plan.total");
+    for (uint32_t k = 0; k < n; k++) {
+        const IrValue *v = lo->vals[k];
+        if (!lo->ws) {
+            cg->buf[v->id] = NULL;
+            continue;
+        }
+        LLVMValueRef i = cg_i64(cg, k);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(cg->b, cg->t_i64, offs, &i, 1, "off.p");
+        LLVMValueRef off = LLVMBuildLoad2(cg->b, cg->t_i64, p, "off");
+        cg->buf[v->id] = LLVMBuildInBoundsGEP2(cg->b, cg->t_i8, lo->ws, &off, 1, cg_name(cg, v));
+    }
+    free(lo->vals);
+    lo->vals = NULL;
+}
+
+/* Lays out @main's buffers: one after another (-O0, and the GPU), or by the plan. */
+static LLVMValueRef layout_main(CgCpu *cg, LLVMValueRef ws, const char *tag)
+{
+    Layout lo = { cg, ws, cg_i64(cg, 0), .plan = cg->mem_plan };
+    layout_region(&lo, cg->m->funcs[0]->body);
+    if (lo.plan)
+        plan_finish(&lo, tag);
+    return lo.off;
 }
 
 /* A capacity symbol: max(least, (i64)(ratio * (double)of)); `of` is over earlier symbols
@@ -224,9 +344,7 @@ static LLVMValueRef emit_workspace_fn(CgCpu *cg)
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_fn_begin(cg, fn);
     load_syms(cg, LLVMGetParam(fn, 0));
-    Layout lo = { cg, NULL, cg_i64(cg, 0) };
-    layout_region(&lo, cg->m->funcs[0]->body);
-    LLVMBuildRet(cg->b, lo.off);
+    LLVMBuildRet(cg->b, layout_main(cg, NULL, "ws"));
     cg_fn_end(cg);
     return fn;
 }
@@ -254,8 +372,7 @@ static LLVMValueRef emit_forward_fn(CgCpu *cg)
         LLVMValueRef p = LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, in, &k, 1, "in.p");
         cg->buf[v->id] = LLVMBuildLoad2(cg->b, cg->t_ptr, p, cg_name(cg, v));
     }
-    Layout lo = { cg, ws, cg_i64(cg, 0) };
-    layout_region(&lo, m->funcs[0]->body);
+    layout_main(cg, ws, "fwd");
     LLVMBasicBlockRef body = LLVMGetInsertBlock(cg->b);
     cg->fail = LLVMAppendBasicBlockInContext(cg->llctx, fn, "fail");
     LLVMPositionBuilderAtEnd(cg->b, cg->fail);
@@ -616,6 +733,7 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
     if (o->target != CG_TARGET_CUDA) {   // the GPU lays out its own buffers (cg_ptx.c)
         cg_gemm_plan(&cg);
         cg_fuse_plan(&cg);
+        cg.mem_plan = o->opt_level >= 1;
     }
     LLVMTypeRef t_wd = struct_type(&cg, "TfxWeightDesc",
                                    (LLVMTypeRef[]){ cg.t_ptr, cg.t_i32, cg.t_i32,
@@ -687,6 +805,6 @@ bool cg_emit_machine(CgCpu *cg, LLVMCodeGenFileType kind, Buf *out)
 
 void cg_layout_main(CgCpu *cg, LLVMValueRef ws)
 {
-    Layout lo = { cg, ws, cg_i64(cg, 0) };
+    Layout lo = { cg, ws, cg_i64(cg, 0), .plan = false };
     layout_region(&lo, cg->m->funcs[0]->body);
 }

@@ -42,6 +42,7 @@ typedef struct CgCpu {
                                     * fused group, see cg_absorbed_op): no buffer, and its
                                     * defining op is not lowered on its own */
     bool                 serial;  /* CgOptions.serial: no outlining, no pool calls */
+    bool                 mem_plan; /* buffers share memory by liveness (-O1..3, CPU target) */
     int                  opt_level; /* CgOptions.opt_level: from 1 on, matmul uses cg_gemm.c */
     const char          *cpu;     /* CgOptions.cpu (NULL: the host): picks the GEMM's vector width */
     struct CgGpu        *gpu;     /* the GPU back end (cg_ptx.c); NULL: code for the CPU */
@@ -82,6 +83,8 @@ typedef struct CgPar {
 } CgPar;
 
 /* cg_common.c */
+/* calloc that exits with "tfxc: out of memory" (status 3) on failure; n may be 0. */
+void        *cg_xcalloc(size_t n, size_t size);
 LLVMValueRef cg_i64(CgCpu *cg, int64_t v);
 LLVMValueRef cg_f32c(CgCpu *cg, double v);
 /* The storage type of a dtype: i32, float, half (f16) or i16 (bf16). */
@@ -151,6 +154,15 @@ bool         cg_gemm_reads_through(const CgCpu *cg, const IrValue *v);
  * lowering (see docs/codegen.md "GEMM"). */
 bool cg_gemm_applies(const CgCpu *cg, const IrOp *op);
 void cg_gemm_lower(CgCpu *cg, IrOp *op);
+
+/* cg_plan.c: the live intervals of the memory plan (docs/codegen.md "Memory plan"), by
+ * IrValue id, in positions of @main's ops in walk order: start is where the value's
+ * buffer is first written, end the last position that reads it. */
+typedef struct CgLive {
+    int32_t *start, *end;
+} CgLive;
+void cg_plan_live(const CgCpu *cg, CgLive *out);
+void cg_live_dispose(CgLive *live);
 
 /* Whether every result of op is absorbed: cg_lower_region then skips the op, because
  * the op that uses its results computes them itself. */

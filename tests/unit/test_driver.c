@@ -284,3 +284,43 @@ Test(driver, target_cuda_output_is_a_model_library)
     dlclose(h);
     remove("/tmp/tfxc_test_cuda.so");
 }
+
+/* --memory prints the weight bytes (exact: d*d + 2*d f32 for this model) and a planned
+ * workspace that is smaller at -O2 than the unplanned -O0 one; it needs a host .so. */
+static uint64_t memory_line(const char *out, const char *key)
+{
+    const char *p = strstr(out, key);
+    cr_assert_not_null(p, "no '%s' in:\n%s", key, out);
+    return strtoull(p + strlen(key), NULL, 10);
+}
+
+Test(driver, memory_reports_weights_and_planned_workspace)
+{
+    const char *src = "/tmp/tfxc_driver_mem.tfx";
+    FILE *f = fopen(src, "w");
+    cr_assert_not_null(f);
+    fputs("model m(d = 32) {\n    input x: f32[T, d] where T <= 100\n    param w: f32[d, d]\n"
+          "    param b: f32[d]\n    param g: f32[d]\n"
+          "    output y = tanh(tanh(x @ w + b) * g + 1.0) * 2.0 - x\n}\n", f);
+    fclose(f);
+    char so[64], args[256];
+    snprintf(so, sizeof so, "/tmp/tfxc_driver_mem_%d.so", (int)getpid());
+    uint64_t ws[2];
+    for (int opt = 0; opt < 3; opt += 2) {
+        snprintf(args, sizeof args, "%s -O%d -o %s --memory", src, opt, so);
+        run(&r, args);
+        cr_assert_eq(r.status, 0, "%s", r.err);
+        cr_expect(strstr(r.out, "T = 100 (upper bound)"), "%s", r.out);
+        cr_expect_eq(memory_line(r.out, "weights:"), (32 * 32 + 2 * 32) * 4, "%s", r.out);
+        ws[opt / 2] = memory_line(r.out, "workspace:");
+    }
+    // -O0: x@w, +b, tanh, *g, +1, tanh, *2, -x: 8 buffers of 100x32 f32; -O2: x@w and
+    // the fused rest, plus the scalar constants (64 bytes each after alignment)
+    cr_expect_geq(ws[0], 8 * 12800, "-O0 workspace %llu", (unsigned long long)ws[0]);
+    cr_expect_leq(ws[1], 2 * 12800 + 4 * 64, "-O2 workspace %llu", (unsigned long long)ws[1]);
+    remove(so);
+    remove(src);
+    expect_usage_error("examples/gpt2.tfx --emit=ir --memory",
+                       "tfxc: error: --memory needs -o model.so for this host (no --emit, "
+                       "--target or --cpu)");
+}
