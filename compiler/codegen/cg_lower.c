@@ -390,6 +390,9 @@ static LLVMValueRef mask_allows(CgCpu *cg, IrOp *op, LLVMValueRef o, LLVMValueRe
     }
     LLVMValueRef Tq = cg_dim(cg, x->shape.dims[r - 2]);
     LLVMValueRef i = LLVMBuildSRem(cg->b, o, Tq, "q");
+    Dim qoff = ir_softmax_qoff(op);   // @step: query i is position P + i among the keys
+    if (!dim_is_const(qoff) || qoff.c != 0)
+        i = LLVMBuildAdd(cg->b, i, cg_dim(cg, qoff), "q.pos");
     LLVMValueRef w = cg_i64(cg, op->attrs.band);
     LLVMValueRef causal = LLVMBuildICmp(cg->b, LLVMIntSLE, j, i, "causal");
     LLVMValueRef d = LLVMBuildSub(cg->b, i, j, "d");

@@ -308,6 +308,12 @@ Dim ir_topk_k(const IrOp *op)
     return op->attrs.k > 0 ? dim_const(op->attrs.k) : op->attrs.kdim;
 }
 
+/* softmax's query offset: attrs.qoff when set (div > 0), else the constant 0. */
+Dim ir_softmax_qoff(const IrOp *op)
+{
+    return op->attrs.qoff.div > 0 ? op->attrs.qoff : dim_const(0);
+}
+
 /* Copies *w (and its name) into the module; returns its index. */
 uint32_t ir_add_weight(IrModule *m, const IrWeight *w)
 {
