@@ -942,6 +942,7 @@ static bool lower_op(CgCpu *cg, IrOp *op)
     switch (op->kind) {
     case IR_OP_CONST: case IR_OP_ARANGE: case IR_OP_RESHAPE: lower_fill(cg, op); return true;
     case IR_OP_WEIGHT:    lower_weight(cg, op); return true;
+    case IR_OP_CACHE:     cg_lower_cache(cg, op); return true;   // cg_step.c
     case IR_OP_MATMUL:    lower_matmul(cg, op); return true;
     case IR_OP_SOFTMAX:   lower_softmax(cg, op); return true;
     case IR_OP_BAND_SCORES: case IR_OP_BAND_APPLY: return cg_lower_band(cg, op);

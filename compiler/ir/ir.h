@@ -296,6 +296,9 @@ bool        ir_broadcast(const Shape *a, const Shape *b, Shape *out);
  * gives [-(w-1), 0]. False for any other mask or a width below 1. */
 bool        ir_band_offsets(const IrAttrs *a, int64_t *lo, int64_t *hi);
 
+/* Added: removes @step and P (passes/decode.c made them), with `why` for IrModule.no_step:
+ * for back ends that have no step entry (the GPU). */
+void        ir_drop_step(IrModule *m, const char *why);
 /* Added: softmax's query offset as a dim: attrs.qoff, or the constant 0 when unset. */
 Dim         ir_softmax_qoff(const IrOp *op);
 
