@@ -15,7 +15,12 @@
  * io_bytes are the caller's input and output buffers (this program's, not the runtime's).
  * maxrss_kb is this program's peak resident set after the last forward: VmHWM from
  * /proc/self/status, which starts afresh at exec (getrusage's ru_maxrss does not: after a
- * fork and exec it still holds the parent's peak, a large Python process's here). */
+ * fork and exec it still holds the parent's peak, a large Python process's here).
+ *
+ * --decode times the step entry instead (a model with one i32[T] input and a KV cache,
+ * docs/runtime.md): with T=C it prefills C - warmup - reps tokens, then runs one-token
+ * steps up to context C, the last `reps` timed, and prints
+ *   RESULT decode_ms=.. (median per token) decode_min_ms=.. prefill_ms=.. context=C reps=.. */
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +37,7 @@ typedef struct Opts {
     const char *model, *weights, *save;
     int threads, warmup, reps;
     int is_plan;              /* --plan: report sizes, run nothing */
+    int is_decode;            /* --decode: time one-token steps with a KV cache */
     double cap;
     int nsyms;
     const char *syms[MAXT];   /* "NAME=VALUE" arguments */
@@ -60,6 +66,7 @@ static int parse(int argc, char **argv, Opts *o)
         else if (!strcmp(a, "--reps") && v) o->reps = atoi(argv[++i]);
         else if (!strcmp(a, "--cap") && v) o->cap = atof(argv[++i]);
         else if (!strcmp(a, "--plan")) o->is_plan = 1;
+        else if (!strcmp(a, "--decode")) o->is_decode = 1;
         else if (strchr(a, '=') && a[0] != '-' && o->nsyms < MAXT) o->syms[o->nsyms++] = a;
         else if (a[0] != '-' && !o->model) o->model = a;
         else {
@@ -149,6 +156,54 @@ static long peak_rss_kb(void)
     return kb;
 }
 
+typedef int (*StepFn)(tfx_model *, tfx_cache *, const void *const *, const int64_t (*)[6],
+                      void *const *, tfx_error *);
+
+/* --decode: prefill, then time one-token steps (see the banner). ids [C], out [C * V]. */
+static int bench_decode(const BenchApi *api, tfx_model *m, const Opts *o, const int32_t *ids,
+                        int64_t C, void **outputs)
+{
+    tfx_cache *(*cache_new)(tfx_model *, int64_t, tfx_error *);
+    void (*cache_free)(tfx_cache *);
+    StepFn step;
+    *(void **)&cache_new = dlsym(api->so, "tfx_cache_new");
+    *(void **)&cache_free = dlsym(api->so, "tfx_cache_free");
+    *(void **)&step = dlsym(api->so, "tfx_model_step");
+    int64_t n = o->warmup + o->reps, P = C - n;
+    tfx_error err;
+    tfx_cache *c = cache_new && cache_free && step ? cache_new(m, C, &err) : NULL;
+    if (!c || P < 1 || api->ninputs(m) != 1) {
+        fprintf(stderr, "bench_model: --decode: %s\n", !c ? (cache_new ? err.message : "no step API")
+                                                         : "needs one input and C > warmup + reps");
+        if (c)
+            cache_free(c);
+        return 1;
+    }
+    static double times[MAXREPS];
+    double prefill = 0;
+    int nt = 0, rc = 0;
+    for (int64_t at = 0; at < C && rc == 0; at += at ? 1 : P) {
+        const void *in[1] = { ids + at };
+        int64_t shape[1][6] = { { at ? 1 : P } };
+        double ts = bench_now();
+        rc = step(m, c, in, (const int64_t(*)[6])shape, outputs, &err) != TFX_OK;
+        double dt = bench_now() - ts;
+        if (at == 0)
+            prefill = dt;
+        else if (at >= P + o->warmup)
+            times[nt++] = dt;
+    }
+    cache_free(c);
+    if (rc) {
+        fprintf(stderr, "bench_model: step: %s\n", err.message);
+        return 1;
+    }
+    double med = bench_median(times, nt);
+    printf("RESULT decode_ms=%.4f decode_min_ms=%.4f prefill_ms=%.4f context=%" PRId64
+           " reps=%d\n", 1e3 * med, 1e3 * times[0], 1e3 * prefill, C, nt);
+    return 0;
+}
+
 static int bench(const BenchApi *api, tfx_model *m, const Opts *o, int64_t wbytes)
 {
     int64_t syms[MAXT], shapes[MAXT][6];
@@ -194,6 +249,10 @@ static int bench(const BenchApi *api, tfx_model *m, const Opts *o, int64_t wbyte
         io_bytes += n * 4;
         if (!outputs[i])
             goto done;
+    }
+    if (o->is_decode) {
+        rc = bench_decode(api, m, o, inputs[0], shapes[0][0], outputs);
+        goto done;
     }
     static double times[MAXREPS];
     int nt = 0;

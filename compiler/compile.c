@@ -106,6 +106,8 @@ void tfx_compile(const CompileOptions *o, CompileResult *r)
                          .cpu = o->cpu, .serial = o->serial, .target = targets[o->target],
                          .gpu_arch = o->gpu_arch };
         // PTX text, and the NVPTX module's LLVM IR for --target=ptx, come from cg_ptx.c
+        if (o->target != TFX_TARGET_CPU)   // the GPU back end has no step entry yet
+            ir_drop_step(&m, "the GPU targets have no step entry yet");
         bool ptx = o->emit == TFX_EMIT_PTX || (o->target == TFX_TARGET_PTX && o->emit == TFX_EMIT_LLVM);
         r->status = ptx ? cg_ptx_emit(&m, &d, &co, &r->out) : cg_cpu_emit(&m, &d, &co, &r->out);
         ok = r->status == 0;

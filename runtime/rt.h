@@ -73,6 +73,14 @@ void rt_pool_free(struct TfxPool *p);   /* joins the workers; NULL is ignored */
  * negative result. */
 int rt_dim_eval(const TfxDimDesc *d, const int64_t *syms, int64_t *out);
 
+/* rt_forward.c, shared with rt_step.c: the argument, weight and dimension checks of a
+ * call (symbol values into syms[0 .. nsyms)), and growing the model's workspace. */
+int rt_prepare_call(tfx_model *m, const void *const *inputs, const int64_t (*input_shapes)[6],
+                    void *const *outputs, int64_t *syms, tfx_error *err);
+int rt_reserve_workspace(tfx_model *m, size_t size, tfx_error *err);
+/* rt_step.c: the step fields of a descriptor (checked by tfx_model_open). */
+int rt_check_step_desc(const TfxModelDesc *d, tfx_error *err);
+
 /* rt_cuda.c: the message of the last device failure, and releasing the state. */
 const char *rt_cuda_error(const void *device);
 void        rt_cuda_free(void *device);   /* NULL is ignored */

@@ -156,7 +156,7 @@ static int check_args(const tfx_model *m, const void *const *inputs,
 }
 
 /* Makes m->workspace hold at least size bytes; keeps the largest seen so far. */
-static int ensure_workspace(tfx_model *m, size_t size, tfx_error *err)
+int rt_reserve_workspace(tfx_model *m, size_t size, tfx_error *err)
 {
     if (size <= m->workspace_size && (m->workspace || size == 0))
         return TFX_OK;
@@ -175,22 +175,31 @@ static int ensure_workspace(tfx_model *m, size_t size, tfx_error *err)
     return TFX_OK;
 }
 
-TFX_API int tfx_model_forward(tfx_model *m, const void *const *inputs,
-                              const int64_t (*input_shapes)[6], void *const *outputs,
-                              tfx_error *err)
+/* The checks every call of generated code starts with: arguments, bound weights, symbol
+ * values from the input shapes (into syms) and the input dims. */
+int rt_prepare_call(tfx_model *m, const void *const *inputs, const int64_t (*input_shapes)[6],
+                    void *const *outputs, int64_t *syms, tfx_error *err)
 {
     int rc = check_args(m, inputs, input_shapes, outputs, err);
     if (rc == TFX_OK)
         rc = check_bound(m, err);
     if (rc == TFX_OK)
-        rc = bind_syms(m, m->scratch_syms, input_shapes, err);
+        rc = bind_syms(m, syms, input_shapes, err);
     if (rc == TFX_OK)
-        rc = check_dims(m, m->scratch_syms, input_shapes, err);
+        rc = check_dims(m, syms, input_shapes, err);
+    return rc;
+}
+
+TFX_API int tfx_model_forward(tfx_model *m, const void *const *inputs,
+                              const int64_t (*input_shapes)[6], void *const *outputs,
+                              tfx_error *err)
+{
+    int rc = rt_prepare_call(m, inputs, input_shapes, outputs, m ? m->scratch_syms : NULL, err);
     if (rc != TFX_OK)
         return rc;
     const TfxModelDesc *d = m->desc;
     size_t ws = d->workspace_bytes ? d->workspace_bytes(m->scratch_syms) : 0;
-    rc = ensure_workspace(m, ws, err);
+    rc = rt_reserve_workspace(m, ws, err);
     if (rc != TFX_OK)
         return rc;
     TfxKernelArgs args = {

@@ -75,7 +75,7 @@ static int check_desc(const TfxModelDesc *d, tfx_error *err)
         rc = check_tensor_desc(d, &d->outputs[i], "output", i, err);
     for (uint32_t i = 0; rc == TFX_OK && i < d->nweights; i++)
         rc = check_weight_desc(d, &d->weights[i], i, err);
-    return rc;
+    return rc == TFX_OK ? rt_check_step_desc(d, err) : rc;
 }
 
 /* Fills m->opt and m->a from the caller's options (NULL = defaults). */

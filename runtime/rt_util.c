@@ -23,6 +23,8 @@ static const char *const status_names[TFX_STATUS_COUNT_] = {
     [TFX_ERR_ABI]               = "TFX_ERR_ABI",
     [TFX_ERR_KERNEL]            = "TFX_ERR_KERNEL",
     [TFX_ERR_DEVICE]            = "TFX_ERR_DEVICE",
+    [TFX_ERR_NO_STEP]           = "TFX_ERR_NO_STEP",
+    [TFX_ERR_CACHE_FULL]        = "TFX_ERR_CACHE_FULL",
 };
 
 TFX_API const char *tfx_status_name(int code)

@@ -18,6 +18,8 @@ extern "C" {
 typedef struct TfxModelDesc TfxModelDesc;
 /* An opened model: weights, workspace, thread pool. Not safe for concurrent forward calls. */
 typedef struct tfx_model tfx_model;
+/* A KV cache for a model's step entry: the keys and values of the tokens seen so far. */
+typedef struct tfx_cache tfx_cache;
 
 /* Status codes; every function that can fail returns one (TFX_OK = 0). */
 typedef enum tfx_status {
@@ -36,6 +38,8 @@ typedef enum tfx_status {
     TFX_ERR_ABI,               /* the model descriptor is of another ABI or malformed */
     TFX_ERR_KERNEL,            /* the generated forward function reported failure */
     TFX_ERR_DEVICE,            /* no usable GPU or CUDA driver, or a CUDA call failed */
+    TFX_ERR_NO_STEP,           /* the model has no step entry (not provably causal) */
+    TFX_ERR_CACHE_FULL,        /* the new tokens do not fit in the KV cache */
     TFX_STATUS_COUNT_
 } tfx_status;
 
@@ -103,6 +107,28 @@ TFX_API int tfx_model_input_shape(const tfx_model *m, uint32_t i, const int64_t 
                                   int64_t out[6], int *rank);
 /* Value of symbol i bound by the last successful forward, or -1 if none ran yet. */
 TFX_API int64_t tfx_model_sym_value(const tfx_model *m, uint32_t i);
+
+/* ---- incremental decoding (docs/runtime.md, "KV cache") ---- */
+
+/* Whether the model has a step entry (tfxc proved it causal); 0 or 1. */
+TFX_API int         tfx_model_has_step(const tfx_model *m);
+/* Why the model has no step entry (one line), or "" when it has one. */
+TFX_API const char *tfx_model_no_step_reason(const tfx_model *m);
+/* A cache for up to `capacity` tokens (0: the token symbol's bound) of model m, allocated
+ * through the model's allocation hook. NULL on failure: TFX_ERR_NO_STEP, TFX_ERR_ARG (a
+ * capacity above the bound, or 0 without one), TFX_ERR_NOMEM. The model must outlive it. */
+TFX_API tfx_cache  *tfx_cache_new(tfx_model *m, int64_t capacity, tfx_error *err);
+TFX_API void        tfx_cache_free(tfx_cache *c);              /* NULL is ignored */
+TFX_API int64_t     tfx_cache_len(const tfx_cache *c);         /* tokens held, -1 for NULL */
+TFX_API int64_t     tfx_cache_capacity(const tfx_cache *c);    /* -1 for NULL */
+TFX_API void        tfx_cache_reset(tfx_cache *c);             /* forgets every token */
+/* Runs the T new tokens of `inputs` (shapes as for forward) after the tfx_cache_len(c)
+ * tokens in the cache and appends them: outputs hold the T new rows, exactly the last T
+ * rows forward would give on the whole sequence. Returns TFX_OK, TFX_ERR_NO_STEP,
+ * TFX_ERR_CACHE_FULL (nothing changes), or forward's errors (the cache is unchanged then). */
+TFX_API int         tfx_model_step(tfx_model *m, tfx_cache *c, const void *const *inputs,
+                                   const int64_t (*input_shapes)[6], void *const *outputs,
+                                   tfx_error *err);
 
 /* Metadata. Index arguments out of range give NULL / -1. */
 TFX_API const char *tfx_model_name(const tfx_model *m);

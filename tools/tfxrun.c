@@ -2,7 +2,8 @@
  * runtime's tfx_* API from it, binds weights from a safetensors file, reads inputs (token
  * ids, a text prompt for byte-level models, or .npy tensors), runs forward and prints or
  * saves the outputs; for language models it generates text (greedy, or top-k sampling
- * with a temperature and a seed). Exit status: 0 success, 1 run-time error, 2 usage. */
+ * with a temperature and a seed), through the model's step entry and a KV cache when it
+ * has one (--no-cache recomputes the whole context per token). Exit status: 0 success, 1 run-time error, 2 usage. */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../runtime/tfx.h"
 #include "../runtime/tfx_abi.h"
@@ -34,12 +36,18 @@ typedef struct Api {
     const char *(*output_name)(const tfx_model *, uint32_t);
     uint32_t (*nsyms)(const tfx_model *);
     int64_t (*sym_max)(const tfx_model *, uint32_t);
+    /* the step API: looked up without failing, since only generation uses it */
+    tfx_cache *(*cache_new)(tfx_model *, int64_t, tfx_error *);
+    void (*cache_free)(tfx_cache *);
+    void (*cache_reset)(tfx_cache *);
+    int (*step)(tfx_model *, tfx_cache *, const void *const *, const int64_t (*)[6],
+                void *const *, tfx_error *);
 } Api;
 
 typedef struct Opts {
     const char *model, *weights, *tokens, *tokens_file, *prompt, *save;
     const char *inputs[8];
-    int ninputs, threads, strict, generate, top_k, print_all, slide;
+    int ninputs, threads, strict, generate, top_k, print_all, slide, no_cache, time;
     double temperature;
     uint64_t seed;
 } Opts;
@@ -60,6 +68,9 @@ static int usage(const char *msg)
           "  --top-k K             sample among the K most likely tokens (0 = all)\n"
           "  --seed S              random seed for sampling (default 1)\n"
           "  --slide               when the context is full, drop the oldest token and go on\n"
+          "  --no-cache            generate by running forward on the whole context per token,\n"
+          "                        not prefill + one-token steps with a KV cache\n"
+          "  --time                print the prefill time and the time per generated token\n"
           "                        (default: stop)\n"
           "  --save FILE.npy       write the first output as float32 .npy\n"
           "  --print               print every output value (default: shape and a summary)\n"
@@ -92,6 +103,8 @@ static int parse_args(int argc, char **argv, Opts *o)
         else if (!strcmp(a, "--strict")) { o->strict = 1; takes = 0; }
         else if (!strcmp(a, "--print")) { o->print_all = 1; takes = 0; }
         else if (!strcmp(a, "--slide")) { o->slide = 1; takes = 0; }
+        else if (!strcmp(a, "--no-cache")) { o->no_cache = 1; takes = 0; }
+        else if (!strcmp(a, "--time")) { o->time = 1; takes = 0; }
         else if (a[0] != '-' && !o->model) { o->model = a; takes = 0; }
         else {
             fprintf(stderr, "tfxrun: error: unknown option or missing value: %s (see tfxrun --help)\n", a);
@@ -139,6 +152,10 @@ static int load_api(Api *api, const char *path)
     SYM(nsyms, "tfx_model_nsyms");
     SYM(sym_max, "tfx_model_sym_max");
 #undef SYM
+    *(void **)&api->cache_new = dlsym(api->so, "tfx_cache_new");
+    *(void **)&api->cache_free = dlsym(api->so, "tfx_cache_free");
+    *(void **)&api->cache_reset = dlsym(api->so, "tfx_cache_reset");
+    *(void **)&api->step = dlsym(api->so, "tfx_model_step");
     return 0;
 }
 
@@ -301,17 +318,9 @@ static void bind_syms(const Run *r, int64_t *syms)
     }
 }
 
-static int forward(Run *r)
+/* Sizes r->out for the outputs at these symbol values. */
+static int alloc_outputs(Run *r, const int64_t *syms)
 {
-    const void *ins[8];
-    int64_t shapes[8][6] = { { 0 } };
-    for (uint32_t i = 0; i < r->nin; i++) {
-        ins[i] = r->in[i].data;
-        memcpy(shapes[i], r->in[i].shape, sizeof shapes[i]);
-    }
-    int64_t syms[16];
-    bind_syms(r, syms);
-    tfx_error e = { 0 };
     uint32_t nout = r->desc->noutputs < 8 ? r->desc->noutputs : 8;
     for (uint32_t i = 0; i < nout; i++) {
         if (r->api->out_shape(r->m, i, syms, r->out_shape[i], &r->out_rank[i]) != TFX_OK) {
@@ -324,6 +333,22 @@ static int forward(Run *r)
         free(r->out[i]);
         r->out[i] = calloc(n + 1, sizeof(float));
     }
+    return 0;
+}
+
+static int forward(Run *r)
+{
+    const void *ins[8];
+    int64_t shapes[8][6] = { { 0 } };
+    for (uint32_t i = 0; i < r->nin; i++) {
+        ins[i] = r->in[i].data;
+        memcpy(shapes[i], r->in[i].shape, sizeof shapes[i]);
+    }
+    int64_t syms[16];
+    bind_syms(r, syms);
+    tfx_error e = { 0 };
+    if (alloc_outputs(r, syms))
+        return 1;
     if (r->api->forward(r->m, ins, (const int64_t(*)[6])shapes, (void *const *)r->out, &e) != TFX_OK)
         return fail(r, &e);
     return 0;
@@ -386,12 +411,59 @@ static void put_token(int32_t t, int text)
     fflush(stdout);
 }
 
+/* Runs tokens [from, T) of the token input (the only input) as one step after the `from`
+ * tokens in the cache; the outputs get their rows. */
+static int step(Run *r, tfx_cache *c, int64_t from)
+{
+    const Tensor *t = &r->in[0];
+    int64_t n = t->shape[0] - from, shapes[8][6] = { { n } }, syms[16];
+    for (uint32_t i = 0; i < 16; i++)
+        syms[i] = 1;
+    syms[r->desc->step_sym] = n;
+    if (alloc_outputs(r, syms))
+        return 1;
+    const void *ins[1] = { (const int32_t *)t->data + from };
+    tfx_error e = { 0 };
+    if (r->api->step(r->m, c, ins, (const int64_t(*)[6])shapes, (void *const *)r->out, &e) != TFX_OK)
+        return fail(r, &e);
+    return 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Whether generation can use the step entry: the model has one, the runtime exports the
+ * API, the token ids are the only input and --no-cache was not given. */
+static int use_cache(const Run *r, const Opts *o)
+{
+    return !o->no_cache && r->desc->step && r->api->step && r->api->cache_new &&
+           r->nin == 1 && r->desc->step_sym >= 0 && (uint32_t)r->desc->step_sym < 16;
+}
+
+/* Generates o->generate tokens from the last row of the first output. With the cache, a
+ * call runs only the tokens the cache lacks (the prompt first, then one at a time); when
+ * the context is full and --slide drops the oldest token, every position shifts, so the
+ * cache starts over with the remaining tokens. */
 static int generate(Run *r, const Opts *o, int text)
 {
     Tensor *t = &r->in[0];
-    int64_t max = r->desc->nsyms ? r->desc->syms[0].max : 0;
+    int cached_path = use_cache(r, o);
+    int64_t max = r->desc->nsyms ? r->desc->syms[cached_path ? r->desc->step_sym : 0].max : 0;
     uint64_t rng = o->seed ? o->seed : 1;
-    for (int g = 0; g < o->generate; g++) {
+    tfx_cache *cache = NULL;
+    if (cached_path) {
+        tfx_error e = { 0 };
+        if (!(cache = r->api->cache_new(r->m, 0, &e)))
+            return fail(r, &e);
+    }
+    int64_t cached = 0;   // tokens of t the cache holds
+    double t0 = now_ms(), t_first = 0;
+    int g = 0, status = 0;
+    for (; g < o->generate && status == 0; g++) {
         if (max && t->shape[0] >= max) {
             if (!o->slide) {
                 fprintf(stderr, "\ntfxrun: stopped: the context is full (%lld tokens)\n", (long long)max);
@@ -400,9 +472,17 @@ static int generate(Run *r, const Opts *o, int text)
             int32_t *ids = t->data;  /* [T]: keep the newest max-1 tokens */
             memmove(ids, ids + 1, (size_t)(t->shape[0] - 1) * sizeof *ids);
             t->shape[0]--;
+            if (cache)
+                r->api->cache_reset(cache);
+            cached = 0;
         }
-        if (forward(r))
-            return 1;
+        if (cache ? step(r, cache, cached) : forward(r)) {
+            status = 1;
+            break;
+        }
+        cached = t->shape[0];
+        if (g == 0)
+            t_first = now_ms() - t0;
         int64_t T = r->out_shape[0][0], V = r->out_shape[0][r->out_rank[0] - 1];
         int32_t next = pick(r->out[0] + (T - 1) * V, V, o, &rng);
         if ((size_t)t->shape[0] + 1 > t->cap)
@@ -411,7 +491,13 @@ static int generate(Run *r, const Opts *o, int text)
         put_token(next, text);
     }
     putchar('\n');
-    return 0;
+    if (o->time && g > 0)
+        fprintf(stderr, "tfxrun: %s: first token %.2f ms; %d more in %.2f ms (%.3f ms/token)\n",
+                cache ? "KV cache" : "recompute", t_first, g - 1, now_ms() - t0 - t_first,
+                g > 1 ? (now_ms() - t0 - t_first) / (g - 1) : 0.0);
+    if (cache)
+        r->api->cache_free(cache);
+    return status;
 }
 
 static void print_outputs(const Run *r, const Opts *o)

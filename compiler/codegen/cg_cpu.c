@@ -135,6 +135,8 @@ static bool check_module(CgCpu *cg)
         ir_region_walk(m->funcs[0]->body, check_op, &cc);
     if (!cg->failed)
         cg_route_number_syms(cg);
+    if (m->step)   // P is @step's alone: forward neither reads it nor lists it
+        cg->sym_slot[m->past_sym] = -1;
     return !cg->failed;
 }
 
@@ -150,6 +152,7 @@ typedef struct Layout {
     uint32_t       nbuf;
     const IrValue **vals;   /* [cap] by buffer index */
     uint32_t       cap;
+    IrFunc        *func;    /* the function laid out */
 } Layout;
 
 static void layout_add(Layout *lo, const IrValue *v, LLVMValueRef extra)
@@ -182,7 +185,7 @@ static void layout_add(Layout *lo, const IrValue *v, LLVMValueRef extra)
 static void layout_region(Layout *lo, IrRegion *r)
 {
     for (IrOp *op = r->first; op; op = op->next) {
-        if (op->kind != IR_OP_WEIGHT)
+        if (op->kind != IR_OP_WEIGHT && op->kind != IR_OP_CACHE)   // they point elsewhere
             for (uint32_t i = 0; i < op->nres; i++)
                 if (!cg_gemm_reads_through(lo->cg, op->results[i])   // no copy is made
                     && !lo->cg->absorbed[op->results[i]->id])         // never stored
@@ -252,7 +255,7 @@ static void plan_finish(Layout *lo, const char *tag)
         return;
     }
     CgLive live;
-    cg_plan_live(cg, &live);
+    cg_plan_live(cg, lo->func, &live);
     int32_t *st = malloc(2 * n * sizeof *st);
     if (!st) {
         fputs("tfxc: out of memory\n", stderr);
@@ -296,11 +299,12 @@ static void plan_finish(Layout *lo, const char *tag)
     lo->vals = NULL;
 }
 
-/* Lays out @main's buffers: one after another (-O0, and the GPU), or by the plan. */
-static LLVMValueRef layout_main(CgCpu *cg, LLVMValueRef ws, const char *tag)
+/* Lays out the buffers of function f (@main or @step): one after another (-O0, and the
+ * GPU), or by the plan. tag names the plan's constant arrays. */
+static LLVMValueRef layout_func(CgCpu *cg, IrFunc *f, LLVMValueRef ws, const char *tag)
 {
-    Layout lo = { cg, ws, cg_i64(cg, 0), .plan = cg->mem_plan };
-    layout_region(&lo, cg->m->funcs[0]->body);
+    Layout lo = { cg, ws, cg_i64(cg, 0), .plan = cg->mem_plan, .func = f };
+    layout_region(&lo, f->body);
     if (lo.plan)
         plan_finish(&lo, tag);
     return lo.off;
@@ -336,25 +340,31 @@ static void load_syms(CgCpu *cg, LLVMValueRef syms)
     }
 }
 
-/* size_t tfx__workspace_bytes(const int64_t *syms) */
-static LLVMValueRef emit_workspace_fn(CgCpu *cg)
+/* size_t tfx__workspace_bytes(const int64_t *syms) for @main (fname = "workspace_bytes"),
+ * or another function f of the module. */
+LLVMValueRef cg_emit_workspace_fn(CgCpu *cg, IrFunc *f, const char *fname)
 {
+    char name[64];
+    snprintf(name, sizeof name, "tfx__%s", fname);
     LLVMTypeRef ft = LLVMFunctionType(cg->t_i64, &cg->t_ptr, 1, false);
-    LLVMValueRef fn = LLVMAddFunction(cg->mod, "tfx__workspace_bytes", ft);
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, ft);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_fn_begin(cg, fn);
     load_syms(cg, LLVMGetParam(fn, 0));
-    LLVMBuildRet(cg->b, layout_main(cg, NULL, "ws"));
+    LLVMBuildRet(cg->b, layout_func(cg, f, NULL, fname));
     cg_fn_end(cg);
     return fn;
 }
 
-/* int32_t tfx__forward(const TfxKernelArgs *a): 0, or 1 when an index is out of range. */
-static LLVMValueRef emit_forward_fn(CgCpu *cg)
+/* int32_t tfx__forward(const TfxKernelArgs *a): 0, or 1 when an index is out of range.
+ * The same for another function f with the model's inputs and outputs (fname "step"). */
+LLVMValueRef cg_emit_forward_fn(CgCpu *cg, IrFunc *f, const char *fname)
 {
     IrModule *m = cg->m;
+    char name[64];
+    snprintf(name, sizeof name, "tfx__%s", fname);
     LLVMTypeRef ft = LLVMFunctionType(cg->t_i32, &cg->t_ptr, 1, false);
-    LLVMValueRef fn = LLVMAddFunction(cg->mod, "tfx__forward", ft);
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, ft);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     cg_fn_begin(cg, fn);
     cg->args = LLVMGetParam(fn, 0);
@@ -367,18 +377,18 @@ static LLVMValueRef emit_forward_fn(CgCpu *cg)
     LLVMValueRef ip = LLVMBuildStructGEP2(cg->b, cg->t_args, cg->args, 1, "inputs.p");
     LLVMValueRef in = LLVMBuildLoad2(cg->b, cg->t_ptr, ip, "inputs");
     for (uint32_t i = 0; i < m->ninputs; i++) {
-        IrValue *v = m->inputs[i].value;
+        IrValue *v = f->body->args[i];   // @main's are m->inputs[i].value
         LLVMValueRef k = cg_i64(cg, i);
         LLVMValueRef p = LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, in, &k, 1, "in.p");
         cg->buf[v->id] = LLVMBuildLoad2(cg->b, cg->t_ptr, p, cg_name(cg, v));
     }
-    layout_main(cg, ws, "fwd");
+    layout_func(cg, f, ws, fname);
     LLVMBasicBlockRef body = LLVMGetInsertBlock(cg->b);
     cg->fail = LLVMAppendBasicBlockInContext(cg->llctx, fn, "fail");
     LLVMPositionBuilderAtEnd(cg->b, cg->fail);
     LLVMBuildRet(cg->b, LLVMConstInt(cg->t_i32, 1, false));
     LLVMPositionBuilderAtEnd(cg->b, body);
-    bool ok = cg_lower_region(cg, m->funcs[0]->body);
+    bool ok = cg_lower_region(cg, f->body);
     if (ok)
         LLVMBuildRet(cg->b, LLVMConstInt(cg->t_i32, 0, false));
     else
@@ -509,7 +519,7 @@ static LLVMTypeRef struct_type(CgCpu *cg, const char *name, LLVMTypeRef *f, unsi
 
 /* const TfxModelDesc tfx__model (hidden): see runtime/tfx_abi.h. */
 static void emit_desc(CgCpu *cg, LLVMValueRef ws_fn, LLVMValueRef fwd_fn, LLVMValueRef *wdescs,
-                      unsigned nw, LLVMTypeRef t_wd)
+                      unsigned nw, LLVMTypeRef t_wd, const CgStepDesc *sd)
 {
     IrModule *m = cg->m;
     LLVMTypeRef I32 = cg->t_i32, I64 = cg->t_i64, P = cg->t_ptr;
@@ -518,7 +528,8 @@ static void emit_desc(CgCpu *cg, LLVMValueRef ws_fn, LLVMValueRef fwd_fn, LLVMVa
     LLVMTypeRef t_td = struct_type(cg, "TfxTensorDesc",
                                    (LLVMTypeRef[]){ P, I32, I32, LLVMArrayType2(t_dim, IR_MAX_RANK) }, 4);
     LLVMTypeRef t_md = struct_type(cg, "TfxModelDesc",
-                                   (LLVMTypeRef[]){ I32, P, I32, P, I32, P, I32, P, I32, P, P, P }, 12);
+                                   (LLVMTypeRef[]){ I32, P, I32, P, I32, P, I32, P, I32, P, P, P,
+                                                    P, P, I32, P, I32, P }, 18);
     LLVMValueRef syms[64], ins[64], outs[64];
     uint32_t nsyms = 0;   // routed moe counts are not the caller's: left out
     for (uint32_t i = 0; i < m->nsyms && nsyms < 64; i++) {
@@ -536,15 +547,17 @@ static void emit_desc(CgCpu *cg, LLVMValueRef ws_fn, LLVMValueRef fwd_fn, LLVMVa
         ins[i] = tensor_desc(cg, t_td, t_dim, &m->inputs[i], "input", i);
     for (uint32_t i = 0; i < nout; i++)
         outs[i] = tensor_desc(cg, t_td, t_dim, &m->outputs[i], "output", i);
-    LLVMValueRef f[12] = {
-        ci32(cg, 1), const_str(cg, m->name ? m->name : "model", "model.name"),
+    LLVMValueRef f[18] = {
+        ci32(cg, 2), const_str(cg, m->name ? m->name : "model", "model.name"),
         ci32(cg, nsyms), const_array(cg, t_sym, syms, nsyms, "syms"),
         ci32(cg, nin), const_array(cg, t_td, ins, nin, "inputs"),
         ci32(cg, nout), const_array(cg, t_td, outs, nout, "outputs"),
         ci32(cg, nw), const_array(cg, t_wd, wdescs, nw, "weights"),
         ws_fn, fwd_fn,
+        sd->step_fn, sd->ws_fn, ci32(cg, sd->ncache), sd->cache, ci32(cg, sd->step_sym),
+        const_str(cg, sd->no_step, "model.no_step"),
     };
-    LLVMValueRef init = LLVMConstNamedStruct(t_md, f, 12);
+    LLVMValueRef init = LLVMConstNamedStruct(t_md, f, 18);
     LLVMValueRef g = LLVMAddGlobal(cg->mod, t_md, "tfx__model");
     LLVMSetInitializer(g, init);
     LLVMSetGlobalConstant(g, true);
@@ -741,12 +754,14 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
                                                     cg.t_i32, cg.t_f32 }, 6);
     LLVMValueRef *wdescs = NULL;
     unsigned nw = emit_weight_descs(&cg, t_wd, &wdescs);
-    LLVMValueRef ws_fn = emit_workspace_fn(&cg);
+    LLVMValueRef ws_fn = cg_emit_workspace_fn(&cg, m->funcs[0], "workspace_bytes");
     // --target=cuda: forward launches the kernels of cg_ptx.c; the runtime sizes the
     // device workspace itself, so the descriptor has no workspace_bytes
     bool cuda = o->target == CG_TARGET_CUDA;
-    LLVMValueRef fwd_fn = cuda ? cg_cuda_declare_forward(&cg) : emit_forward_fn(&cg);
-    emit_desc(&cg, cuda ? LLVMConstNull(cg.t_ptr) : ws_fn, fwd_fn, wdescs, nw, t_wd);
+    LLVMValueRef fwd_fn = cuda ? cg_cuda_declare_forward(&cg) : cg_emit_forward_fn(&cg, m->funcs[0], "forward");
+    CgStepDesc sd;
+    cg_step_emit(&cg, cuda, &sd);
+    emit_desc(&cg, cuda ? LLVMConstNull(cg.t_ptr) : ws_fn, fwd_fn, wdescs, nw, t_wd, &sd);
     free(wdescs);
     if (cuda && !cg.failed && (status = cg_cuda_define(&cg, o, ws_fn, fwd_fn)) != 0)
         goto done;

@@ -100,8 +100,10 @@ static void plan_region(CgCpu *cg, IrRegion *r)
 
 void cg_fuse_plan(CgCpu *cg)
 {
-    if (cg_fuse_applies(cg))
-        plan_region(cg, cg->m->funcs[0]->body);
+    if (!cg_fuse_applies(cg))
+        return;
+    for (uint32_t i = 0; i < cg->m->nfuncs; i++)   // @main, and @step when there is one
+        plan_region(cg, cg->m->funcs[i]->body);
 }
 
 /* ---- lowering a group's root ---- */

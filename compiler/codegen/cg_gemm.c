@@ -653,7 +653,8 @@ void cg_gemm_plan(CgCpu *cg)
         fputs("tfxc: out of memory\n", stderr);
         exit(3);
     }
-    ir_region_walk(cg->m->funcs[0]->body, plan_op, cg);
+    for (uint32_t i = 0; i < cg->m->nfuncs; i++)   // @main and @step
+        ir_region_walk(cg->m->funcs[i]->body, plan_op, cg);
 }
 
 bool cg_gemm_reads_through(const CgCpu *cg, const IrValue *v)

@@ -161,7 +161,7 @@ void cg_gemm_lower(CgCpu *cg, IrOp *op);
 typedef struct CgLive {
     int32_t *start, *end;
 } CgLive;
-void cg_plan_live(const CgCpu *cg, CgLive *out);
+void cg_plan_live(const CgCpu *cg, const IrFunc *f, CgLive *out);
 void cg_live_dispose(CgLive *live);
 
 /* Whether every result of op is absorbed: cg_lower_region then skips the op, because
@@ -213,6 +213,25 @@ bool         cg_optimise(CgCpu *cg, const CgOptions *o);
 bool         cg_emit_machine(CgCpu *cg, LLVMCodeGenFileType kind, Buf *out);
 /* Points cg->buf at every value's buffer in workspace ws, as forward lays them out. */
 void         cg_layout_main(CgCpu *cg, LLVMValueRef ws);
+/* cg_cpu.c: the workspace-size and forward functions `tfx__FNAME` of function f (@main,
+ * or @step with the same inputs and outputs). */
+LLVMValueRef cg_emit_workspace_fn(CgCpu *cg, IrFunc *f, const char *fname);
+LLVMValueRef cg_emit_forward_fn(CgCpu *cg, IrFunc *f, const char *fname);
+
+/* cg_step.c: the step entry of a model with @step (passes/decode.c). */
+typedef struct CgStepDesc {
+    LLVMValueRef step_fn, ws_fn;  /* tfx__step, tfx__step_workspace_bytes, or null pointers */
+    uint32_t     ncache;          /* cache slots */
+    LLVMValueRef cache;           /* the TfxCacheSlotDesc table, or a null pointer */
+    int32_t      step_sym;        /* the token symbol's descriptor index, or -1 */
+    const char  *no_step;         /* why there is none ("" with a step entry) */
+} CgStepDesc;
+/* Emits tfx__step and its workspace function when the module has @step and the target
+ * runs it (the host CPU; not --target=cuda), and fills *sd for the descriptor. */
+void         cg_step_emit(CgCpu *cg, bool cuda, CgStepDesc *sd);
+/* Lowers a `cache` op: copies the T new rows into the slot, points the result at it. */
+void         cg_lower_cache(CgCpu *cg, IrOp *op);
+
 /* cg_lower.c: emits one op; false after a reported error. */
 bool         cg_lower_op(CgCpu *cg, IrOp *op);
 

@@ -397,6 +397,9 @@ static LLVMValueRef mask_allows(CgCpu *cg, IrOp *op, LLVMValueRef o, LLVMValueRe
     }
     LLVMValueRef Tq = cg_dim(cg, x->shape.dims[r - 2]);
     LLVMValueRef i = LLVMBuildSRem(cg->b, o, Tq, "q");
+    Dim qoff = ir_softmax_qoff(op);   // @step: query i is position P + i among the keys
+    if (!dim_is_const(qoff) || qoff.c != 0)
+        i = LLVMBuildAdd(cg->b, i, cg_dim(cg, qoff), "q.pos");
     LLVMValueRef w = cg_i64(cg, op->attrs.band);
     LLVMValueRef causal = LLVMBuildICmp(cg->b, LLVMIntSLE, j, i, "causal");
     LLVMValueRef d = LLVMBuildSub(cg->b, i, j, "d");
@@ -946,6 +949,7 @@ static bool lower_op(CgCpu *cg, IrOp *op)
     switch (op->kind) {
     case IR_OP_CONST: case IR_OP_ARANGE: case IR_OP_RESHAPE: lower_fill(cg, op); return true;
     case IR_OP_WEIGHT:    lower_weight(cg, op); return true;
+    case IR_OP_CACHE:     cg_lower_cache(cg, op); return true;   // cg_step.c
     case IR_OP_MATMUL:    lower_matmul(cg, op); return true;
     case IR_OP_SOFTMAX:   lower_softmax(cg, op); return true;
     case IR_OP_BAND_SCORES: case IR_OP_BAND_APPLY: return cg_lower_band(cg, op);

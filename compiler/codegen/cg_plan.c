@@ -1,6 +1,6 @@
 /* cg_plan.c - the live intervals of the memory plan (-O1..3 on the CPU): for every value
  * with a workspace buffer, the position of the op that first writes it and of the last op
- * that reads it, positions numbering the ops of @main in walk order (an op before the ops
+ * that reads it, positions numbering the ops of @main (or @step) in walk order (an op before the ops
  * of its body). The offsets themselves are computed when the model runs, from the sizes
  * (shapes are symbolic), by tfx_plan_offsets (runtime/rt_plan.c); cg_cpu.c emits the call.
  * See docs/codegen.md "Memory plan" for the rules and why each is needed. */
@@ -45,7 +45,7 @@ static int32_t pos_of(const Live *l, const IrOp *op)
     for (int32_t p = 0; p < l->nops; p++)
         if (l->ops[p] == op)
             return p;
-    fputs("tfxc: internal error: op not in @main\n", stderr);
+    fputs("tfxc: internal error: op not in the planned function\n", stderr);
     exit(3);
 }
 
@@ -90,9 +90,9 @@ static void use(Live *l, const IrOp *op, const IrValue *v)
     extend(l->out, v, at);
 }
 
-void cg_plan_live(const CgCpu *cg, CgLive *out)
+void cg_plan_live(const CgCpu *cg, const IrFunc *f, CgLive *out)
 {
-    IrRegion *body = cg->m->funcs[0]->body;
+    IrRegion *body = f->body;
     uint32_t nv = cg->m->next_value_id + 1;
     int32_t n = 0;
     count_ops(body, &n);

@@ -308,6 +308,25 @@ Dim ir_topk_k(const IrOp *op)
     return op->attrs.k > 0 ? dim_const(op->attrs.k) : op->attrs.kdim;
 }
 
+/* softmax's query offset: attrs.qoff when set (div > 0), else the constant 0. */
+Dim ir_softmax_qoff(const IrOp *op)
+{
+    return op->attrs.qoff.div > 0 ? op->attrs.qoff : dim_const(0);
+}
+
+/* Removes @step and its symbol P (both the module's last), recording `why` as the
+ * reason there is none. Nothing else refers to them. */
+void ir_drop_step(IrModule *m, const char *why)
+{
+    if (!m->step)
+        return;
+    assert(m->nfuncs > 1 && m->funcs[m->nfuncs - 1] == m->step && m->past_sym + 1 == m->nsyms);
+    m->nfuncs--;
+    m->nsyms--;
+    m->step = NULL;
+    m->no_step = why;
+}
+
 /* Copies *w (and its name) into the module; returns its index. */
 uint32_t ir_add_weight(IrModule *m, const IrWeight *w)
 {

@@ -106,7 +106,9 @@ typedef enum IrAttrBit {
     IRA_MASK    = 1u << 9,  /* softmax: mask kind + width; padding takes an operand */
     IRA_EPS     = 1u << 10,
     IRA_PERM    = 1u << 11, /* transpose: permutation */
-    IRA_RANGE   = 1u << 12, /* slice: [start, end) as Dims */
+    IRA_RANGE   = 1u << 12, /* slice: [start, end) as Dims; cache: the rows it writes */
+    IRA_SLOT    = 1u << 13, /* cache: which cache slot (passes/decode.c) */
+    IRA_QOFF    = 1u << 14, /* softmax: query offset of a causal mask (printed when not 0) */
 } IrAttrBit;
 
 typedef enum IrMask {
@@ -132,6 +134,10 @@ typedef struct IrAttrs {
     uint32_t    weight;      /* weight */
     IrFunc     *callee;      /* call */
     DType       to;          /* cast target (also the result dtype) */
+    uint32_t    slot;        /* cache: the cache slot written (0 .. number of cache ops) */
+    Dim         qoff;        /* softmax: the first query's position for causal/band masks
+                              * (P in @step, where the T queries follow P cached tokens);
+                              * zero-filled (div 0) or 0 means none, see ir_softmax_qoff */
 } IrAttrs;
 
 /* ---- ops ---- */
@@ -229,6 +235,12 @@ struct IrModule {
     IrIO      *inputs;   uint32_t ninputs;
     IrIO      *outputs;  uint32_t noutputs;
     uint32_t   next_value_id;
+    /* Added by passes/decode.c: @step, the incremental-decoding twin of @main (NULL when
+     * the model has none), the symbol P it adds (tokens already in the KV cache) and,
+     * when there is no @step, the one-line reason (printed as a comment by ir_print). */
+    IrFunc    *step;
+    uint32_t   past_sym;
+    const char *no_step;
 };
 
 /* ---- building (ir.c) ---- */
@@ -283,6 +295,12 @@ bool        ir_broadcast(const Shape *a, const Shape *b, Shape *out);
  * the band axis has hi - lo + 1 entries. band(w) gives [-(w-1), w-1], causal_band(w)
  * gives [-(w-1), 0]. False for any other mask or a width below 1. */
 bool        ir_band_offsets(const IrAttrs *a, int64_t *lo, int64_t *hi);
+
+/* Added: removes @step and P (passes/decode.c made them), with `why` for IrModule.no_step:
+ * for back ends that have no step entry (the GPU). */
+void        ir_drop_step(IrModule *m, const char *why);
+/* Added: softmax's query offset as a dim: attrs.qoff, or the constant 0 when unset. */
+Dim         ir_softmax_qoff(const IrOp *op);
 
 /* ---- printing, checking ---- */
 typedef struct IrPrintOpts {

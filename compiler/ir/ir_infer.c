@@ -735,6 +735,25 @@ static Err check_arity(const IrOp *op)
     return NULL;
 }
 
+/* cache(x, loop indices...) {range = [start, end)}: x's rows become rows [start, end) of
+ * the slot, and the result is the slot's rows [0, end): x's type with dims[0] = end. */
+static Err infer_cache(const IrOp *op, IrType *res)
+{
+    if (op->nops < 1)
+        return "wrong number of operands";
+    const IrValue *x = op->operands[0];
+    for (uint32_t i = 1; i < op->nops; i++)
+        if (!is_i32_scalar(op->operands[i]))
+            return "cache indices must be i32[]";
+    Dim len;
+    if (x->shape.rank < 1 || !dim_sub(op->attrs.end, op->attrs.start, &len) ||
+        !dim_eq(len, x->shape.dims[0]))
+        return "the cached rows must be the operand's first axis";
+    set_type(&res[0], x->dtype, &x->shape);
+    res[0].shape.dims[0] = op->attrs.end;
+    return NULL;
+}
+
 /* Ops with regions, callees, weights or builder-set types. */
 static Err infer_structural(const IrModule *m, const IrOp *op, IrType *res)
 {
@@ -744,6 +763,7 @@ static Err infer_structural(const IrModule *m, const IrOp *op, IrType *res)
     case IR_OP_CALL:      return infer_call(op, res);
     case IR_OP_LOOP:      return infer_loop(op, res);
     case IR_OP_MOE:       return infer_moe(op, res);
+    case IR_OP_CACHE:     return infer_cache(op, res);
     case IR_OP_YIELD: case IR_OP_RETURN: return NULL;
     default:              return "unknown op";
     }

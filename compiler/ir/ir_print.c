@@ -250,6 +250,11 @@ static void print_attr(Printer *p, const IrOp *op, unsigned bit)
         dim_print(out, p->m, a->end);
         buf_putc(out, ']');
         break;
+    case IRA_SLOT:    buf_printf(out, "slot = %u", (unsigned)a->slot); break;
+    case IRA_QOFF:
+        buf_puts(out, "qoff = ");
+        dim_print(out, p->m, ir_softmax_qoff(op));
+        break;
     }
 }
 
@@ -259,6 +264,9 @@ static void print_attrs(Printer *p, const IrOp *op)
 {
     unsigned elsewhere = IRA_WEIGHT | IRA_CALLEE | IRA_TRIPS | IRA_LOOP;
     unsigned attrs = ir_op_info[op->kind].attrs & ~elsewhere;
+    Dim qoff = ir_softmax_qoff(op);
+    if (dim_is_const(qoff) && qoff.c == 0)   // only @step's softmax has one
+        attrs &= ~(unsigned)IRA_QOFF;
     if (!attrs)
         return;
     buf_puts(p->out, " {");
@@ -504,4 +512,6 @@ void ir_print(Buf *out, const IrModule *m, const IrPrintOpts *o)
             buf_putc(out, '\n');
         print_func(&p, m->funcs[i]);
     }
+    if (m->no_step)
+        buf_printf(out, "# no @step: %s\n", m->no_step);
 }

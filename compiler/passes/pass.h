@@ -31,6 +31,7 @@ typedef struct PassInfo {
 
 bool pass_inline(IrModule *m, PassCtx *pc);
 bool pass_simplify(IrModule *m, PassCtx *pc);
+bool pass_decode(IrModule *m, PassCtx *pc);
 
 extern const PassInfo pass_table[];
 extern const int      pass_count;

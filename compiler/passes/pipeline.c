@@ -9,6 +9,7 @@
 const PassInfo pass_table[] = {
     { "inline",   pass_inline,   0, "replace block calls by their bodies; drop unused funcs" },
     { "simplify", pass_simplify, 1, "fold constants, apply identities, CSE, delete dead ops" },
+    { "decode",   pass_decode,   0, "build @step (prefill and decode with a KV cache) when causal" },
 };
 const int pass_count = (int)(sizeof pass_table / sizeof pass_table[0]);
 

@@ -325,15 +325,24 @@ Test(pass_simplify, pipeline_dumps_after_each_pass_and_verifies)
     cr_assert(pipeline_run(&m, &pc));
     cr_assert_str_eq(buf_str(&errs), "");
     cr_assert_str_eq(buf_str(&dump),
-        "# tfxc ir after 'inline' (1/2): a.tfx\n"
+        "# tfxc ir after 'inline' (1/3): a.tfx\n"
         HEAD "(f32[T, 8]) {\n"
         "  %0 = const {value = 1} : f32[]\n"
         "  %1 = mul %x, %0 : f32[T, 8]\n"
         "  return %1\n"
         "}\n"
         "\n"
-        "# tfxc ir after 'simplify' (2/2): a.tfx\n"
+        "# tfxc ir after 'simplify' (2/3): a.tfx\n"
         HEAD "(f32[T, 8]) {\n"
+        "  return %x\n"
+        "}\n"
+        "\n"
+        "# tfxc ir after 'decode' (3/3): a.tfx\n"
+        "syms T, P\n\nfunc @main(%x: f32[T, 8]) -> (f32[T, 8]) {\n"
+        "  return %x\n"
+        "}\n"
+        "\n"
+        "func @step(%x: f32[T, 8]) -> (f32[T, 8]) {\n"
         "  return %x\n"
         "}\n");
     buf_dispose(&dump);
@@ -348,7 +357,7 @@ Test(pass_simplify, pipeline_skips_passes_above_the_level_and_dumps_one_pass)
     pc = (PassCtx){ .opt_level = 0, .dump_after = "inline", .dump = &dump };
     cr_assert(pipeline_run(&m, &pc));
     cr_assert_str_eq(buf_str(&dump),
-        "# tfxc ir after 'inline' (1/1)\n" HEAD "(f32[T, 8]) {\n  return %x\n}\n");
+        "# tfxc ir after 'inline' (1/2)\n" HEAD "(f32[T, 8]) {\n  return %x\n}\n");
     buf_dispose(&dump);
     cr_assert(pipeline_knows("simplify"));
     cr_assert(pipeline_knows("all"));

@@ -79,6 +79,7 @@ static int32_t lin_forward(const TfxKernelArgs *a)
 static const TfxModelDesc lin_desc = {
     TFX_ABI_VERSION, "lin", 1, lin_syms, 1, lin_inputs, 1, lin_outputs, 3, lin_weights,
     lin_workspace_bytes, lin_forward,
+    TFX_NO_STEP,
 };
 
 /* The expected output for input row pattern x[t][i] = t - i * 0.5. */

@@ -89,6 +89,7 @@ static int32_t two_forward(const TfxKernelArgs *a)
 static const TfxModelDesc two_desc = {
     TFX_ABI_VERSION, "two", 2, two_syms, 3, two_inputs, 1, two_outputs, 0, NULL,
     NULL, two_forward,
+    TFX_NO_STEP,
 };
 
 static int run_two(tfx_model *m, int64_t b, int64_t t, int64_t tm, int64_t np, float *out0)
@@ -155,10 +156,12 @@ static int32_t no_output_forward(const TfxKernelArgs *a)
 static const TfxModelDesc affine_desc = {
     TFX_ABI_VERSION, "affine", 1, two_syms, 1, affine_inputs, 0, NULL, 0, NULL,
     NULL, no_output_forward,
+    TFX_NO_STEP,
 };
 static const TfxModelDesc unbound_desc = {
     TFX_ABI_VERSION, "unbound", 2, two_syms, 1, affine_inputs, 0, NULL, 0, NULL,
     NULL, no_output_forward,
+    TFX_NO_STEP,
 };
 
 Test(runtime_forward, affine_dimension_solves_its_symbol)
@@ -235,6 +238,7 @@ static int32_t ws_forward(const TfxKernelArgs *a)
 
 static const TfxModelDesc ws_desc = {
     TFX_ABI_VERSION, "ws", 1, two_syms, 1, affine_inputs, 0, NULL, 0, NULL, ws_bytes, ws_forward,
+    TFX_NO_STEP,
 };
 
 Test(runtime_forward, workspace_grows_and_is_aligned)
@@ -258,9 +262,9 @@ Test(runtime_forward, open_rejects_bad_descriptors_and_options)
     expect(tfx_model_open(NULL, NULL, &err) == NULL ? err.code : 0, TFX_ERR_ARG,
            "the model descriptor is NULL");
     TfxModelDesc d = lin_desc;
-    d.abi_version = 2;
+    d.abi_version = 1;   // before the step entry
     cr_assert_null(tfx_model_open(&d, NULL, &err));
-    expect(err.code, TFX_ERR_ABI, "model descriptor has ABI version 2, this runtime expects 1");
+    expect(err.code, TFX_ERR_ABI, "model descriptor has ABI version 1, this runtime expects 2");
     d = lin_desc;
     d.forward = NULL;
     cr_assert_null(tfx_model_open(&d, NULL, &err));

@@ -514,6 +514,7 @@ static int32_t half_forward(const TfxKernelArgs *a)
 static const TfxModelDesc half_desc = {
     TFX_ABI_VERSION, "half", 1, half_syms, 1, half_inputs, 3, half_outputs, 3, half_weights,
     NULL, half_forward,
+    TFX_NO_STEP,
 };
 
 /* The allocation hooks note whether a 10-byte buffer (h's size) was allocated. */

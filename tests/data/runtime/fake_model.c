@@ -46,4 +46,5 @@ static int32_t forward(const TfxKernelArgs *a)
 
 __attribute__((visibility("hidden"))) const TfxModelDesc tfx__model = {
     TFX_ABI_VERSION, "lin", 1, syms, 1, inputs, 1, outputs, 3, weights, NULL, forward,
+    TFX_NO_STEP,
 };
