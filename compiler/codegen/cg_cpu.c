@@ -615,6 +615,8 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
     }
     if (o->target != CG_TARGET_CUDA)   // the GPU lays out its own buffers (cg_ptx.c)
         cg_gemm_plan(&cg);
+    else
+        cg_gpu_plan(&cg);   // values fused GPU kernels keep to themselves get no buffer
     LLVMTypeRef t_wd = struct_type(&cg, "TfxWeightDesc",
                                    (LLVMTypeRef[]){ cg.t_ptr, cg.t_i32, cg.t_i32,
                                                     LLVMArrayType2(cg.t_i64, IR_MAX_RANK),

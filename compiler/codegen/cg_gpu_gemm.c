@@ -17,13 +17,12 @@ bool cg_gpu_tiled_applies(const IrOp *op)
            op->operands[1]->dtype == DT_F32;
 }
 
-/* One of the two shared-memory tiles, a module global defined on first use. */
-static LLVMValueRef shared_tile(CgCpu *cg, const char *name)
+LLVMValueRef cg_gpu_shared(CgCpu *cg, const char *name, uint64_t n)
 {
     LLVMValueRef g = LLVMGetNamedGlobal(cg->mod, name);
     if (g)
         return g;
-    LLVMTypeRef t = LLVMArrayType2(cg->t_f32, TILE2);
+    LLVMTypeRef t = LLVMArrayType2(cg->t_f32, n);
     g = LLVMAddGlobalInAddressSpace(cg->mod, t, name, 3);
     LLVMSetInitializer(g, LLVMGetUndef(t));
     LLVMSetLinkage(g, LLVMInternalLinkage);
@@ -37,7 +36,7 @@ static LLVMValueRef tile_at(CgCpu *cg, LLVMValueRef g, LLVMValueRef i)
     return LLVMBuildInBoundsGEP2(cg->b, LLVMArrayType2(cg->t_f32, TILE2), g, idx, 2, "tile.p");
 }
 
-static void barrier(CgCpu *cg)
+void cg_gpu_barrier(CgCpu *cg)
 {
     const char *nm = "llvm.nvvm.barrier0";
     unsigned id = LLVMLookupIntrinsicID(nm, strlen(nm));
@@ -80,8 +79,19 @@ static void tiles(CgCpu *cg, IrOp *op, Tiles *t)
     t->tn = LLVMBuildSDiv(cg->b, n1, cg_i64(cg, TILE), "tiles.n");
 }
 
-/* Operand indices at (batch idx, row, col), batch dims of size 1 read at 0. */
-static void operand_idx(const IrValue *v, const IrValue *y, LLVMValueRef *yidx, LLVMValueRef row,
+void cg_gpu_batch_index(CgCpu *cg, const IrValue *y, LLVMValueRef b, LLVMValueRef *yidx)
+{
+    int r = y->shape.rank;
+    for (int j = r - 3; j > 0; j--) {
+        LLVMValueRef d = cg_dim(cg, y->shape.dims[j]);
+        yidx[j] = LLVMBuildURem(cg->b, b, d, "ix");
+        b = LLVMBuildUDiv(cg->b, b, d, "rest");
+    }
+    if (r > 2)
+        yidx[0] = b;
+}
+
+void cg_gpu_operand_idx(const IrValue *v, const IrValue *y, LLVMValueRef *yidx, LLVMValueRef row,
                         LLVMValueRef col, LLVMValueRef *out)
 {
     int r = y->shape.rank, rv = v->shape.rank;
@@ -108,7 +118,7 @@ static void k_tiles(CgCpu *cg, IrOp *op, const Tiles *t, LLVMValueRef *yidx, LLV
                     LLVMValueRef n, LLVMValueRef tx, LLVMValueRef ty, LLVMValueRef acc)
 {
     IrValue *y = op->results[0], *a = op->operands[0], *bm = op->operands[1];
-    LLVMValueRef sa = shared_tile(cg, "tfx.tile.a"), sb = shared_tile(cg, "tfx.tile.b");
+    LLVMValueRef sa = cg_gpu_shared(cg, "tfx.tile.a", TILE2), sb = cg_gpu_shared(cg, "tfx.tile.b", TILE2);
     LLVMValueRef k1 = LLVMBuildAdd(cg->b, t->K, cg_i64(cg, TILE - 1), "k.up");
     LLVMValueRef tk = LLVMBuildSDiv(cg->b, k1, cg_i64(cg, TILE), "tiles.k");
     LLVMValueRef mine = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, ty, cg_i64(cg, TILE), "ty.row"),
@@ -118,14 +128,14 @@ static void k_tiles(CgCpu *cg, IrOp *op, const Tiles *t, LLVMValueRef *yidx, LLV
     LLVMValueRef k0 = LLVMBuildMul(cg->b, kt.i, cg_i64(cg, TILE), "k0");
     LLVMValueRef ka = LLVMBuildAdd(cg->b, k0, tx, "ka");
     LLVMValueRef ia[IR_MAX_RANK], ib[IR_MAX_RANK];
-    operand_idx(a, y, yidx, m, ka, ia);
+    cg_gpu_operand_idx(a, y, yidx, m, ka, ia);
     LLVMValueRef va = load_if(cg, and2(cg, lt(cg, m, t->M), lt(cg, ka, t->K)), a, ia);
     LLVMBuildStore(cg->b, va, tile_at(cg, sa, mine));
     LLVMValueRef kb = LLVMBuildAdd(cg->b, k0, ty, "kb");
-    operand_idx(bm, y, yidx, kb, n, ib);
+    cg_gpu_operand_idx(bm, y, yidx, kb, n, ib);
     LLVMValueRef vb = load_if(cg, and2(cg, lt(cg, kb, t->K), lt(cg, n, t->N)), bm, ib);
     LLVMBuildStore(cg->b, vb, tile_at(cg, sb, mine));
-    barrier(cg);
+    cg_gpu_barrier(cg);
     cg_for_begin(cg, &kk, cg_i64(cg, TILE), "kk");
     LLVMValueRef pa = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, ty, cg_i64(cg, TILE), "ra"), kk.i, "pa");
     LLVMValueRef pb = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, kk.i, cg_i64(cg, TILE), "rb"), tx, "pb");
@@ -135,7 +145,7 @@ static void k_tiles(CgCpu *cg, IrOp *op, const Tiles *t, LLVMValueRef *yidx, LLV
     LLVMValueRef s0 = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "acc");
     LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, s0, p, "acc.next"), acc);
     cg_for_end(cg, &kk);
-    barrier(cg);
+    cg_gpu_barrier(cg);
     cg_for_end(cg, &kt);
 }
 
@@ -162,13 +172,7 @@ void cg_gpu_tiled_matmul(CgCpu *cg, IrOp *op)
     LLVMValueRef bm = LLVMBuildURem(cg->b, rest, t.tm, "tile.m");
     rest = LLVMBuildUDiv(cg->b, rest, t.tm, "batch.i");
     LLVMValueRef yidx[IR_MAX_RANK];
-    for (int j = r - 3; j > 0; j--) {
-        LLVMValueRef d = cg_dim(cg, y->shape.dims[j]);
-        yidx[j] = LLVMBuildURem(cg->b, rest, d, "ix");
-        rest = LLVMBuildUDiv(cg->b, rest, d, "rest");
-    }
-    if (r > 2)
-        yidx[0] = rest;
+    cg_gpu_batch_index(cg, y, rest, yidx);
     LLVMValueRef m = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, bm, cg_i64(cg, TILE), "m0"), ty, "m");
     LLVMValueRef n = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, bn, cg_i64(cg, TILE), "n0"), tx, "n");
     LLVMValueRef acc = cg_alloca(cg, cg->t_f32, "acc");

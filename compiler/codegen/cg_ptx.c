@@ -503,7 +503,12 @@ static bool gpu_op(CgGpu *G, IrOp *op)
 {
     CgCpu *cg = G->dev;
     vs_reset(G);
-    collect_values(G, op, false);
+    const IrValue *fl[CG_GPU_FLASH_MAX_VALS];
+    uint32_t nfl = cg_gpu_flash_values(cg, op, fl);   // the last matmul of fused attention
+    for (uint32_t i = 0; i < nfl; i++)
+        vs_add(&G->vs, fl[i]);
+    if (nfl == 0)
+        collect_values(G, op, false);
     Single s;
     single_begin(G, &s, ir_op_info[op->kind].name);
     G->npar = 0;
@@ -513,7 +518,9 @@ static bool gpu_op(CgGpu *G, IrOp *op)
     G->op = op;
     G->nest_ok = nest_parallel(op);
     bool ok = true;
-    if (op->kind == IR_OP_MATMUL && !cg->serial && cg_gpu_tiled_applies(op))
+    if (nfl > 0)
+        cg_gpu_flash(cg, op);
+    else if (op->kind == IR_OP_MATMUL && !cg->serial && cg_gpu_tiled_applies(op))
         cg_gpu_tiled_matmul(cg, op);
     else if (op->kind == IR_OP_MATMUL && !cg->serial)
         gpu_matmul(G, op);
@@ -632,7 +639,7 @@ static bool gpu_region(CgGpu *G, IrRegion *r)
 {
     for (IrOp *op = r->first; op; op = op->next) {
         bool ok = true;
-        if (op->kind == IR_OP_YIELD)
+        if (op->kind == IR_OP_YIELD || cg_absorbed_op(G->dev, op))   // inside a fused kernel
             continue;
         if (op->kind == IR_OP_WEIGHT)
             ok = gpu_weight(G, op);
@@ -784,6 +791,18 @@ static void gpu_init(CgGpu *G, CgCpu *dev, IrModule *m, const CgOptions *o)
             members *= (uint32_t)m->weights[i].count[l];
         total += members;
     }
+    cg_gpu_plan(dev);   // fused attention: which values live only inside a kernel
+}
+
+/* Whether the host module was laid out with the device module's fusion plan (cg_cpu.c
+ * calls cg_gpu_plan for --target=cuda before the workspace layout): a value the kernels
+ * keep to themselves must have no workspace buffer, and every other one must have one. */
+static bool same_plan(const CgCpu *host, const CgCpu *dev)
+{
+    for (uint32_t i = 0; i <= dev->m->next_value_id; i++)
+        if (host->absorbed[i] != dev->absorbed[i])
+            return false;
+    return true;
 }
 
 static void gpu_dispose(CgGpu *G)
@@ -998,6 +1017,13 @@ int cg_cuda_define(CgCpu *host, const CgOptions *o, LLVMValueRef ws_fn, LLVMValu
         CgGpu G;
         gpu_init(&G, &dev, host->m, o);
         G.host = host;
+        if (!same_plan(host, &dev)) {
+            diag_error(host->d, (SrcSpan){ 0 }, "internal error: the host workspace of "
+                       "--target=cuda was not laid out with the GPU's fusion plan");
+            gpu_dispose(&G);
+            cg_dispose(&dev);
+            return 3;
+        }
         LLVMValueRef run = run_begin(&G);
         Buf ptx;
         buf_init(&ptx);
