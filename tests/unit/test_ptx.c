@@ -186,8 +186,9 @@ Test(ptx, ops_map_to_threads_over_rows_or_elements)
     compile_gpu(&r, "mlp.tfx", MLP, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
     cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
     const char *ptx = buf_str(&r.out);
-    // matmul: 16 x 16 tiles of [T, 4], a block of 256 threads each, with barriers
-    cr_expect(strstr(ptx, "_matmul_tiled_0\", \"threads\": \"((T+15)/16)*256\", \"block\": 256")
+    // matmul: tiles of [T, 4] 64 rows (4 a thread) by 16 columns (N = 4 is below 64),
+    // a block of 256 threads each, with barriers
+    cr_expect(strstr(ptx, "_matmul_tiled_0\", \"threads\": \"((T+63)/64)*256\", \"block\": 256")
               != NULL, "%s", ptx);
     cr_expect(strstr(ptx, "bar.sync") != NULL && strstr(ptx, ".shared") != NULL);
     // the elementwise ops: one thread per element; softmax: one per row; 128 a block
@@ -1044,6 +1045,28 @@ Test(ptx, emulated_cuda_matches_cpu_on_reductions_fills_and_concat, .timeout = 1
         "    output y = concat([x * s + m + hi - lo + c, x], axis = 1)\n"
         "}\n";
     expect_emulated("red.tfx", red, NULL, 0, 1e-5);
+}
+
+/* The register-blocked matmul over several 64 x 64 tiles with ragged edges in M, N and K
+ * (T = 67, K = 40: three k slices of 16), and a 16-wide one (N = 12). */
+Test(ptx, emulated_register_blocked_matmul_matches_cpu, .timeout = 300)
+{
+    static const char *const src =
+        "model mm(d = 40, n = 70) {\n"
+        "    input x: f32[T, d]\n"
+        "    param w: f32[d, n]\n"
+        "    param u: f32[n, 12]\n"
+        "    output y = x @ w\n"
+        "    output z = (x @ w) @ u\n"
+        "}\n";
+    CompileResult r;
+    compile_gpu(&r, "mm.tfx", src, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
+    cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
+    cr_expect(strstr(buf_str(&r.out), "\"threads\": \"(((T+63)/64)*2)*256\"") != NULL &&
+              strstr(buf_str(&r.out), "\"threads\": \"((T+63)/64)*256\"") != NULL, "%s",
+              buf_str(&r.out));
+    compile_result_dispose(&r);
+    expect_emulated_T("mm.tfx", src, NULL, 0, 67, 1e-5);
 }
 
 /* ---- fused attention (cg_gpu_flash.c) ---- */
