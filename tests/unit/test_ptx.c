@@ -1192,6 +1192,61 @@ Test(ptx, emulated_unfused_attention_matches_cpu, .timeout = 300)
     free(src);
 }
 
+/* The largest device allocation (the workspace) of the attention model's cuda library run
+ * with T tokens and zero weights on the fake driver, its kernels not run. */
+static size_t attention_workspace(const char *src, int64_t T)
+{
+    Fake f;
+    fake_build(&f);
+    Lib l;
+    lib_open(&l, "attn.tfx", src, NULL, 0, TFX_TARGET_CUDA);
+    tfx_error err = { 0 };
+    float **ws = calloc(l.d->nweights + 1, sizeof *ws);
+    for (uint32_t i = 0; i < l.d->nweights; i++) {
+        int64_t n = 1;
+        for (int k = 0; k < l.d->weights[i].rank; k++)
+            n *= l.d->weights[i].dims[k];
+        ws[i] = calloc((size_t)n, sizeof **ws);
+        cr_assert_eq(l.bind(l.m, l.d->weights[i].name, ws[i], &err), TFX_OK, "%s", err.message);
+    }
+    int64_t shape[1][6] = { { T, 32 } };
+    float *x = calloc((size_t)T * 32, sizeof *x), *y = calloc((size_t)T * 32, sizeof *y);
+    float *z = calloc((size_t)T * 2, sizeof *z);
+    const void *ins[1] = { x };
+    void *outs[2] = { y, z };
+    cr_assert_eq(l.forward(l.m, ins, (const int64_t(*)[6])shape, outs, &err), TFX_OK, "%s",
+                 err.message);
+    fake_attach(&f);
+    size_t (*largest)(void);
+    *(void **)&largest = sym(f.h, "fake_largest_alloc");
+    size_t n = largest();
+    uint32_t nw = l.d->nweights;
+    lib_close(&l);
+    for (uint32_t i = 0; i < nw; i++)
+        free(ws[i]);
+    free(ws);
+    free(x);
+    free(y);
+    free(z);
+    fake_remove(&f);
+    return n;
+}
+
+/* Device buffers follow the host layout (cg_layout_main): a fused chain's scores,
+ * scaled scores and probabilities ([2, T, T] each) get none, an unfused one's all three. */
+Test(ptx, fused_attention_allocates_no_score_buffers, .timeout = 120)
+{
+    const int64_t T = 512;
+    size_t scores = 2 * (size_t)T * T * sizeof(float);
+    char *fused = attention_model("causal", true), *unfused = attention_model("causal", false);
+    size_t a = attention_workspace(fused, T), b = attention_workspace(unfused, T);
+    cr_expect(a < scores, "fused: a workspace of %zu bytes, a score buffer is %zu", a, scores);
+    cr_expect(b >= 3 * scores, "unfused: a workspace of %zu bytes", b);
+    cr_log_info("T = %lld: device workspace %zu bytes fused, %zu unfused", (long long)T, a, b);
+    free(fused);
+    free(unfused);
+}
+
 Test(ptx, moe_is_rejected_with_a_clear_error)
 {
     static const char *const src =
