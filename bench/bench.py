@@ -559,6 +559,7 @@ class Bench:
         self.gpt2()
         self.attention()
         self.targets()
+        self.gpu()
         self.out("## Notes")
         self.out()
         self.out(f"- load average at end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())};"
@@ -577,6 +578,18 @@ class Bench:
         with open(path, "w") as f:
             f.write("\n".join(self.md) + "\n")
         log("wrote", os.path.relpath(path, ROOT))
+
+    def gpu(self):
+        """bench/bench_gpu.py's section, or its one line saying why it was skipped."""
+        cmd = [sys.executable, os.path.join(ROOT, "bench", "bench_gpu.py"), "--tfxc", self.tfxc,
+               "--work", self.work] + (["--quick"] if self.quick else [])
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        lines = p.stdout.rstrip("\n").split("\n") if p.stdout.strip() else []
+        if p.returncode != 0:
+            lines.append(f"GPU cases failed: {p.stderr.strip().splitlines()[-1:]}")
+        for line in lines:
+            self.out(line)
+        self.out()
 
     @staticmethod
     def git_rev():

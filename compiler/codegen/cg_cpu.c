@@ -747,6 +747,8 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
         cg_gemm_plan(&cg);
         cg_fuse_plan(&cg);
         cg.mem_plan = o->opt_level >= 1;
+    } else {
+        cg_gpu_plan(&cg);   // values fused GPU kernels keep to themselves get no buffer
     }
     LLVMTypeRef t_wd = struct_type(&cg, "TfxWeightDesc",
                                    (LLVMTypeRef[]){ cg.t_ptr, cg.t_i32, cg.t_i32,

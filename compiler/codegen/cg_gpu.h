@@ -46,6 +46,30 @@ enum { CG_GPU_TILE = 16 };
 bool cg_gpu_tiled_applies(const IrOp *op);
 void cg_gpu_tiled_matmul(CgCpu *cg, IrOp *op);
 
+/* cg_gpu_gemm.c, helpers the tiled kernels share: an internal [n x float] module global in
+ * shared memory (address space 3) named `name`, defined on first use; a block-wide barrier
+ * (bar.sync 0); the indices of matmul operand v of result y at y's batch index yidx and
+ * (row, col), a batch dim of size 1 read at 0 (a NULL index). */
+LLVMValueRef cg_gpu_shared(CgCpu *cg, const char *name, uint64_t n);
+/* Splits batch entry b (row-major over y's dims before the last two) into yidx. */
+void cg_gpu_batch_index(CgCpu *cg, const IrValue *y, LLVMValueRef b, LLVMValueRef *yidx);
+void cg_gpu_barrier(CgCpu *cg);
+void cg_gpu_operand_idx(const IrValue *v, const IrValue *y, LLVMValueRef *yidx, LLVMValueRef row,
+                        LLVMValueRef col, LLVMValueRef *out);
+
+/* cg_gpu_flash.c: fused attention. cg_gpu_plan marks in cg->absorbed the values of every
+ * chain matmul(q, kT) [div|mul by a scalar const] softmax(mask none, causal, band,
+ * causal_band) matmul(p, v) whose intermediates have one use each (and a transpose
+ * feeding q, kT or v with one use), in @main and in loops driven from the host; called for
+ * the host module of --target=cuda before its workspace is laid out, and for the device
+ * module. cg_gpu_flash_values gives the fused kernel's values for the chain's last matmul
+ * pv (q's, k's and v's buffers and the result), 0 when pv ends no planned chain;
+ * cg_gpu_flash lowers the chain as one kernel (docs/gpu.md). */
+enum { CG_GPU_FLASH_MAX_VALS = 4 };
+void     cg_gpu_plan(CgCpu *cg);
+uint32_t cg_gpu_flash_values(const CgCpu *cg, const IrOp *pv, const IrValue **out);
+void     cg_gpu_flash(CgCpu *cg, IrOp *pv);
+
 /* cg_ptx.c: called by cg_nest_begin/cg_nest_end when cg->gpu is set. For an op whose
  * whole work is one loop nest (elementwise ops, transpose, slice, gather, broadcast), the
  * nest becomes a kernel of one thread per element: n->idx is the thread's element and

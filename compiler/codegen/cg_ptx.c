@@ -58,19 +58,9 @@ struct CgGpu {
     LLVMBasicBlockRef h_fail;  /* `ret i32 2`: a launch failed */
 };
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (!p) {
-        fputs("tfxc: out of memory\n", stderr);
-        exit(3);
-    }
-    return p;
-}
-
 static char *xstrdup(const char *s)
 {
-    char *p = xcalloc(strlen(s) + 1, 1);
+    char *p = cg_xcalloc(strlen(s) + 1, 1);
     return strcpy(p, s);
 }
 
@@ -81,7 +71,7 @@ static void vs_add(ValSet *s, const IrValue *v)
             return;
     if (s->n == s->cap) {
         s->cap = s->cap ? 2 * s->cap : 16;
-        const IrValue **nv = xcalloc(s->cap, sizeof *nv);
+        const IrValue **nv = cg_xcalloc(s->cap, sizeof *nv);
         if (s->n)
             memcpy(nv, s->v, s->n * sizeof *nv);
         free(s->v);
@@ -268,7 +258,7 @@ static LLVMValueRef kernel_begin(CgGpu *G, const char *base, char **name_out)
 {
     CgCpu *cg = G->dev;
     uint32_t nsyms = cg->m->nsyms, np = CG_GPU_FIXED_PARAMS + G->vs.n + nsyms;
-    LLVMTypeRef *pt = xcalloc(np, sizeof *pt);
+    LLVMTypeRef *pt = cg_xcalloc(np, sizeof *pt);
     pt[0] = pt[1] = cg->t_ptr;
     pt[2] = cg->t_i64;
     for (uint32_t i = 0; i < G->vs.n; i++)
@@ -309,7 +299,7 @@ static void add_kernel(CgGpu *G, char *name, int32_t block, char *threads)
 {
     if (G->nk == G->capk) {
         G->capk = G->capk ? 2 * G->capk : 32;
-        GpuKernel *nk = xcalloc(G->capk, sizeof *nk);
+        GpuKernel *nk = cg_xcalloc(G->capk, sizeof *nk);
         if (G->nk)
             memcpy(nk, G->k, G->nk * sizeof *nk);
         free(G->k);
@@ -503,7 +493,12 @@ static bool gpu_op(CgGpu *G, IrOp *op)
 {
     CgCpu *cg = G->dev;
     vs_reset(G);
-    collect_values(G, op, false);
+    const IrValue *fl[CG_GPU_FLASH_MAX_VALS];
+    uint32_t nfl = cg_gpu_flash_values(cg, op, fl);   // the last matmul of fused attention
+    for (uint32_t i = 0; i < nfl; i++)
+        vs_add(&G->vs, fl[i]);
+    if (nfl == 0)
+        collect_values(G, op, false);
     Single s;
     single_begin(G, &s, ir_op_info[op->kind].name);
     G->npar = 0;
@@ -513,7 +508,9 @@ static bool gpu_op(CgGpu *G, IrOp *op)
     G->op = op;
     G->nest_ok = nest_parallel(op);
     bool ok = true;
-    if (op->kind == IR_OP_MATMUL && !cg->serial && cg_gpu_tiled_applies(op))
+    if (nfl > 0)
+        cg_gpu_flash(cg, op);
+    else if (op->kind == IR_OP_MATMUL && !cg->serial && cg_gpu_tiled_applies(op))
         cg_gpu_tiled_matmul(cg, op);
     else if (op->kind == IR_OP_MATMUL && !cg->serial)
         gpu_matmul(G, op);
@@ -632,7 +629,7 @@ static bool gpu_region(CgGpu *G, IrRegion *r)
 {
     for (IrOp *op = r->first; op; op = op->next) {
         bool ok = true;
-        if (op->kind == IR_OP_YIELD)
+        if (op->kind == IR_OP_YIELD || cg_absorbed_op(G->dev, op))   // inside a fused kernel
             continue;
         if (op->kind == IR_OP_WEIGHT)
             ok = gpu_weight(G, op);
@@ -665,7 +662,7 @@ void cg_gpu_kernel_begin(CgCpu *cg, CgPar *p, IrOp *op, LLVMValueRef n, const ch
     p->fwd_entry = cg->entry;
     p->fwd_block = LLVMGetInsertBlock(cg->b);
     p->fwd_fail = cg->fail;
-    G->saved_buf = xcalloc(G->vs.n, sizeof *G->saved_buf);
+    G->saved_buf = cg_xcalloc(G->vs.n, sizeof *G->saved_buf);
     for (uint32_t i = 0; i < G->vs.n; i++)
         G->saved_buf[i] = cg->buf[G->vs.v[i]->id];
     LLVMValueRef *wrap = cg->syms;    // the single-thread kernel's symbols, kept in par_syms
@@ -769,7 +766,7 @@ static void gpu_init(CgGpu *G, CgCpu *dev, IrModule *m, const CgOptions *o)
     memset(G, 0, sizeof *G);
     G->dev = dev;
     G->arch = o->gpu_arch ? o->gpu_arch : "sm_80";
-    G->slot = xcalloc(m->next_value_id + 1, sizeof *G->slot);
+    G->slot = cg_xcalloc(m->next_value_id + 1, sizeof *G->slot);
     for (uint32_t i = 0; i <= m->next_value_id; i++)
         G->slot[i] = -1;
     dev->gpu = G;
@@ -784,6 +781,18 @@ static void gpu_init(CgGpu *G, CgCpu *dev, IrModule *m, const CgOptions *o)
             members *= (uint32_t)m->weights[i].count[l];
         total += members;
     }
+    cg_gpu_plan(dev);   // fused attention: which values live only inside a kernel
+}
+
+/* Whether the host module was laid out with the device module's fusion plan (cg_cpu.c
+ * calls cg_gpu_plan for --target=cuda before the workspace layout): a value the kernels
+ * keep to themselves must have no workspace buffer, and every other one must have one. */
+static bool same_plan(const CgCpu *host, const CgCpu *dev)
+{
+    for (uint32_t i = 0; i <= dev->m->next_value_id; i++)
+        if (host->absorbed[i] != dev->absorbed[i])
+            return false;
+    return true;
 }
 
 static void gpu_dispose(CgGpu *G)
@@ -946,7 +955,7 @@ static LLVMValueRef program_global(CgGpu *G, const Buf *ptx, LLVMValueRef ws_fn,
     LLVMTypeRef P = h->t_ptr, I32 = h->t_i32;
     LLVMTypeRef t_k = LLVMStructCreateNamed(h->llctx, "TfxGpuKernel");
     LLVMStructSetBody(t_k, (LLVMTypeRef[]){ P, I32, I32 }, 3, false);
-    LLVMValueRef *ks = xcalloc(G->nk, sizeof *ks);
+    LLVMValueRef *ks = cg_xcalloc(G->nk, sizeof *ks);
     for (uint32_t i = 0; i < G->nk; i++) {
         char gname[32];
         snprintf(gname, sizeof gname, "kernel.%u.name", i);
@@ -998,6 +1007,13 @@ int cg_cuda_define(CgCpu *host, const CgOptions *o, LLVMValueRef ws_fn, LLVMValu
         CgGpu G;
         gpu_init(&G, &dev, host->m, o);
         G.host = host;
+        if (!same_plan(host, &dev)) {
+            diag_error(host->d, (SrcSpan){ 0 }, "internal error: the host workspace of "
+                       "--target=cuda was not laid out with the GPU's fusion plan");
+            gpu_dispose(&G);
+            cg_dispose(&dev);
+            return 3;
+        }
         LLVMValueRef run = run_begin(&G);
         Buf ptx;
         buf_init(&ptx);

@@ -99,14 +99,15 @@ static int run_ptxas(const char *ptxas, const char *ptx, size_t len, const char 
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* The model at path compiles to PTX for sm_80 and sm_90, and ptxas takes both. */
-static void check_assembles(const char *path)
+/* The model at path (or the text `text`, named path) compiles to PTX for sm_80 and sm_90,
+ * and ptxas takes both. */
+static void check_assembles(const char *path, const char *text)
 {
     const char *ptxas = find_ptxas();
     static const char *const archs[] = { "sm_80", "sm_90" };
     for (int a = 0; a < 2; a++) {
         CompileResult r;
-        compile_gpu(&r, path, NULL, TFX_TARGET_PTX, TFX_EMIT_PTX, archs[a], NULL);
+        compile_gpu(&r, path, text, TFX_TARGET_PTX, TFX_EMIT_PTX, archs[a], NULL);
         if (r.status == 1 && strstr(buf_str(&r.diags), "the PTX back end does not support")) {
             // a documented limitation (docs/gpu.md): one clean error is the expected result
             cr_log_info("%s: rejected by the GPU back end as documented:\n%s", path,
@@ -150,7 +151,7 @@ ParameterizedTestParameters(ptx, example_assembles)
 ParameterizedTest(char **name, ptx, example_assembles, .timeout = 300)
 {
     char *p = joined("examples", *name);
-    check_assembles(p);
+    check_assembles(p, NULL);
     free(p);
 }
 
@@ -164,7 +165,7 @@ ParameterizedTestParameters(ptx, stdlib_module_assembles)
 ParameterizedTest(char **name, ptx, stdlib_module_assembles, .timeout = 300)
 {
     char *p = joined("tests/golden/ir", *name);
-    check_assembles(p);
+    check_assembles(p, NULL);
     free(p);
 }
 
@@ -185,8 +186,9 @@ Test(ptx, ops_map_to_threads_over_rows_or_elements)
     compile_gpu(&r, "mlp.tfx", MLP, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
     cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
     const char *ptx = buf_str(&r.out);
-    // matmul: 16 x 16 tiles of [T, 4], a block of 256 threads each, with barriers
-    cr_expect(strstr(ptx, "_matmul_tiled_0\", \"threads\": \"((T+15)/16)*256\", \"block\": 256")
+    // matmul: tiles of [T, 4] 64 rows (4 a thread) by 16 columns (N = 4 is below 64),
+    // a block of 256 threads each, with barriers
+    cr_expect(strstr(ptx, "_matmul_tiled_0\", \"threads\": \"((T+63)/64)*256\", \"block\": 256")
               != NULL, "%s", ptx);
     cr_expect(strstr(ptx, "bar.sync") != NULL && strstr(ptx, ".shared") != NULL);
     // the elementwise ops: one thread per element; softmax: one per row; 128 a block
@@ -905,11 +907,11 @@ static float emu_rand(float a)
 
 enum { EMU_OUT = 1 << 16 };   /* floats per output buffer */
 
-/* Runs the model (one input: f32[T, d], or i32[T] tokens below 50, with T = 5) as CPU
- * code and as cuda code on the emulator, with the same random weights and inputs;
- * returns the largest difference of the outputs. */
+/* Runs the model (one input: f32[T, d], or i32[T] tokens below 50) as CPU code and as
+ * cuda code on the emulator, with the same random weights and inputs; returns the largest
+ * difference of the outputs. */
 static double cpu_vs_emulated(const char *path, const char *text, const SemaDefine *defs,
-                              uint32_t ndefs)
+                              uint32_t ndefs, int64_t T)
 {
     Fake f;
     fake_build(&f);
@@ -933,7 +935,7 @@ static double cpu_vs_emulated(const char *path, const char *text, const SemaDefi
         cr_assert_eq(cpu.bind(cpu.m, d->weights[i].name, ws[i], &err), TFX_OK, "%s", err.message);
         cr_assert_eq(gpu.bind(gpu.m, d->weights[i].name, ws[i], &err), TFX_OK, "%s", err.message);
     }
-    int64_t shape[1][6] = { { 5, d->inputs[0].rank > 1 ? d->inputs[0].dims[1].c : 1 } };
+    int64_t shape[1][6] = { { T, d->inputs[0].rank > 1 ? d->inputs[0].dims[1].c : 1 } };
     int64_t nin = shape[0][0] * shape[0][1];
     float *x = malloc((size_t)nin * sizeof *x);
     for (int64_t k = 0; k < nin; k++) {
@@ -983,13 +985,20 @@ static double cpu_vs_emulated(const char *path, const char *text, const SemaDefi
     return worst;
 }
 
-/* The emulated cuda library of a model agrees with its CPU library within tol. */
+/* The emulated cuda library of a model, run with T tokens, agrees with its CPU library
+ * within tol. */
+static void expect_emulated_T(const char *path, const char *text, const SemaDefine *defs,
+                              uint32_t ndefs, int64_t T, double tol)
+{
+    double worst = cpu_vs_emulated(path, text, defs, ndefs, T);
+    cr_expect(worst <= tol, "%s (T = %lld): max |cpu - gpu| = %g", path, (long long)T, worst);
+    cr_log_info("%s (T = %lld): max |cpu - emulated gpu| = %g", path, (long long)T, worst);
+}
+
 static void expect_emulated(const char *path, const char *text, const SemaDefine *defs,
                             uint32_t ndefs, double tol)
 {
-    double worst = cpu_vs_emulated(path, text, defs, ndefs);
-    cr_expect(worst <= tol, "%s: max |cpu - gpu| = %g", path, worst);
-    cr_log_info("%s: max |cpu - emulated gpu| = %g", path, worst);
+    expect_emulated_T(path, text, defs, ndefs, 5, tol);
 }
 
 Test(ptx, emulated_cuda_matches_cpu_on_mlp, .timeout = 120)
@@ -1036,6 +1045,206 @@ Test(ptx, emulated_cuda_matches_cpu_on_reductions_fills_and_concat, .timeout = 1
         "    output y = concat([x * s + m + hi - lo + c, x], axis = 1)\n"
         "}\n";
     expect_emulated("red.tfx", red, NULL, 0, 1e-5);
+}
+
+/* The register-blocked matmul over several 64 x 64 tiles with ragged edges in M, N and K
+ * (T = 67, K = 40: three k slices of 16), and a 16-wide one (N = 12). */
+Test(ptx, emulated_register_blocked_matmul_matches_cpu, .timeout = 300)
+{
+    static const char *const src =
+        "model mm(d = 40, n = 70) {\n"
+        "    input x: f32[T, d]\n"
+        "    param w: f32[d, n]\n"
+        "    param u: f32[n, 12]\n"
+        "    output y = x @ w\n"
+        "    output z = (x @ w) @ u\n"
+        "}\n";
+    CompileResult r;
+    compile_gpu(&r, "mm.tfx", src, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
+    cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
+    cr_expect(strstr(buf_str(&r.out), "\"threads\": \"(((T+63)/64)*2)*256\"") != NULL &&
+              strstr(buf_str(&r.out), "\"threads\": \"((T+63)/64)*256\"") != NULL, "%s",
+              buf_str(&r.out));
+    compile_result_dispose(&r);
+    expect_emulated_T("mm.tfx", src, NULL, 0, 67, 1e-5);
+}
+
+/* ---- fused attention (cg_gpu_flash.c) ---- */
+
+/* Multi-head self-attention alone (d = 32, 2 heads of 16) with mask `mask`; `fused`
+ * false gives p a second use, which keeps the chain unfused. */
+static char *attention_model(const char *mask, bool fused)
+{
+    static const char *const fmt =
+        "use std.nn, std.attention\n"
+        "model attn(d = 32, heads = 2) {\n"
+        "    input x: f32[T, d]\n"
+        "    q = split_heads(x, heads)\n"
+        "    k = split_heads(x * 0.5 + 0.25, heads)\n"
+        "    v = split_heads(tanh(x), heads)\n"
+        "    p = softmax(q @ k^T / 4.0, mask = %s)\n"
+        "    a = merge_heads(p @ v)\n"
+        "    output y = linear(a, d) scope \"proj\"\n"
+        "%s"
+        "}\n";
+    const char *extra = fused ? "" : "    output z = sum(p, axis = 2)\n";
+    size_t n = strlen(fmt) + strlen(mask) + strlen(extra) + 1;
+    char *s = malloc(n);
+    cr_assert_not_null(s);
+    snprintf(s, n, fmt, mask, extra);
+    return s;
+}
+
+static const char *const MASKS[] = { "none", "causal", "band(8)", "causal_band(5)" };
+
+/* How many kernels of the launch table have `part` in their name. */
+static int table_count(const char *ptx, const char *part)
+{
+    const char *end = strstr(ptx, "// ]}");
+    int n = 0;
+    for (const char *p = strstr(ptx, "{\"name\": \""); p && (!end || p < end);
+         p = strstr(p + 1, "{\"name\": \"")) {
+        const char *q = strchr(p + 10, '"');
+        const char *hit = strstr(p + 10, part);
+        n += hit && q && hit < q;
+    }
+    return n;
+}
+
+Test(ptx, attention_becomes_one_flash_kernel, .timeout = 300)
+{
+    for (int m = 0; m < 4; m++) {
+        char *src = attention_model(MASKS[m], true);
+        check_assembles("attn.tfx", src);
+        CompileResult r;
+        compile_gpu(&r, "attn.tfx", src, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
+        cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
+        const char *ptx = buf_str(&r.out);
+        // one kernel for the chain: 32 threads (queries) a block, per head and query tile
+        cr_expect(strstr(ptx, "_flash_12\", \"threads\": \"(2*((T+31)/32))*32\", \"block\": 32, "
+                          "\"values\": 4}") != NULL, "%s: %s", MASKS[m], ptx);
+        cr_expect_eq(table_count(ptx, "flash"), 1, "%s", MASKS[m]);
+        // no kernel computes the scores, scales them or takes their softmax
+        cr_expect_eq(table_count(ptx, "softmax"), 0, "%s: %s", MASKS[m], ptx);
+        cr_expect_eq(table_count(ptx, "div"), 0, "%s", MASKS[m]);
+        cr_expect_eq(table_count(ptx, "matmul"), 1, "%s: only the projection's", MASKS[m]);
+        // k and v tiles and the scores in shared memory; the block meets before and after
+        // each key tile
+        const char *k = strstr(ptx, ".entry k");
+        for (const char *e = k; e; e = strstr(e + 1, ".entry k"))
+            if (strstr(e, "_flash_") && strstr(e, "_flash_") < strchr(e, '('))
+                k = e;
+        cr_assert(k && strstr(k, "_flash_") < strchr(k, '('));
+        const char *body_end = strstr(k, "\n}\n");
+        int bars = 0;
+        for (const char *b = strstr(k, "bar.sync"); b && b < body_end; b = strstr(b + 1, "bar.sync"))
+            bars++;
+        cr_expect_eq(bars, 2, "%s: %d barriers", MASKS[m], bars);
+        cr_expect(strstr(ptx, ".shared .align 16 .b8 tfx_$_flash_$_k16[2048]") != NULL &&
+                  strstr(ptx, ".shared .align 16 .b8 tfx_$_flash_$_v16[2048]") != NULL &&
+                  strstr(ptx, ".shared .align 16 .b8 tfx_$_flash_$_s[4224]") != NULL, "%s", ptx);
+        compile_result_dispose(&r);
+        free(src);
+    }
+}
+
+Test(ptx, gpt2_attention_is_fused)
+{
+    CompileResult r;
+    compile_gpu(&r, "examples/gpt2.tfx", NULL, TFX_TARGET_PTX, TFX_EMIT_PTX, "sm_90", NULL);
+    cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
+    const char *ptx = buf_str(&r.out);
+    cr_expect_eq(table_count(ptx, "flash"), 1, "%s", ptx);
+    cr_expect_eq(table_count(ptx, "softmax"), 0);
+    // the k transpose is read through; q's and v's head transposes too
+    cr_expect_eq(table_count(ptx, "transpose"), 2, "the wte^T of the head and a's merge");
+    compile_result_dispose(&r);
+}
+
+Test(ptx, unfused_attention_keeps_its_kernels)
+{
+    char *src = attention_model("causal", false);
+    CompileResult r;
+    compile_gpu(&r, "attn.tfx", src, TFX_TARGET_PTX, TFX_EMIT_PTX, NULL, NULL);
+    cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
+    const char *ptx = buf_str(&r.out);
+    cr_expect_eq(table_count(ptx, "flash"), 0, "p has two uses: %s", ptx);
+    cr_expect_eq(table_count(ptx, "softmax"), 1);
+    compile_result_dispose(&r);
+    free(src);
+}
+
+/* T = 70 crosses three query and key tiles of 32; band(8) and causal_band(5) skip whole
+ * key tiles; the fused kernel against the CPU's -O0 lowering of the unfused chain. */
+Test(ptx, emulated_flash_attention_matches_cpu, .timeout = 300)
+{
+    for (int m = 0; m < 4; m++) {
+        char *src = attention_model(MASKS[m], true);
+        expect_emulated_T("attn.tfx", src, NULL, 0, 70, 1e-5);
+        free(src);
+    }
+}
+
+Test(ptx, emulated_unfused_attention_matches_cpu, .timeout = 300)
+{
+    char *src = attention_model("causal", false);
+    expect_emulated_T("attn.tfx", src, NULL, 0, 37, 1e-5);
+    free(src);
+}
+
+/* The largest device allocation (the workspace) of the attention model's cuda library run
+ * with T tokens and zero weights on the fake driver, its kernels not run. */
+static size_t attention_workspace(const char *src, int64_t T)
+{
+    Fake f;
+    fake_build(&f);
+    Lib l;
+    lib_open(&l, "attn.tfx", src, NULL, 0, TFX_TARGET_CUDA);
+    tfx_error err = { 0 };
+    float **ws = calloc(l.d->nweights + 1, sizeof *ws);
+    for (uint32_t i = 0; i < l.d->nweights; i++) {
+        int64_t n = 1;
+        for (int k = 0; k < l.d->weights[i].rank; k++)
+            n *= l.d->weights[i].dims[k];
+        ws[i] = calloc((size_t)n, sizeof **ws);
+        cr_assert_eq(l.bind(l.m, l.d->weights[i].name, ws[i], &err), TFX_OK, "%s", err.message);
+    }
+    int64_t shape[1][6] = { { T, 32 } };
+    float *x = calloc((size_t)T * 32, sizeof *x), *y = calloc((size_t)T * 32, sizeof *y);
+    float *z = calloc((size_t)T * 2, sizeof *z);
+    const void *ins[1] = { x };
+    void *outs[2] = { y, z };
+    cr_assert_eq(l.forward(l.m, ins, (const int64_t(*)[6])shape, outs, &err), TFX_OK, "%s",
+                 err.message);
+    fake_attach(&f);
+    size_t (*largest)(void);
+    *(void **)&largest = sym(f.h, "fake_largest_alloc");
+    size_t n = largest();
+    uint32_t nw = l.d->nweights;
+    lib_close(&l);
+    for (uint32_t i = 0; i < nw; i++)
+        free(ws[i]);
+    free(ws);
+    free(x);
+    free(y);
+    free(z);
+    fake_remove(&f);
+    return n;
+}
+
+/* Device buffers follow the host layout (cg_layout_main): a fused chain's scores,
+ * scaled scores and probabilities ([2, T, T] each) get none, an unfused one's all three. */
+Test(ptx, fused_attention_allocates_no_score_buffers, .timeout = 120)
+{
+    const int64_t T = 512;
+    size_t scores = 2 * (size_t)T * T * sizeof(float);
+    char *fused = attention_model("causal", true), *unfused = attention_model("causal", false);
+    size_t a = attention_workspace(fused, T), b = attention_workspace(unfused, T);
+    cr_expect(a < scores, "fused: a workspace of %zu bytes, a score buffer is %zu", a, scores);
+    cr_expect(b >= 3 * scores, "unfused: a workspace of %zu bytes", b);
+    cr_log_info("T = %lld: device workspace %zu bytes fused, %zu unfused", (long long)T, a, b);
+    free(fused);
+    free(unfused);
 }
 
 Test(ptx, moe_is_rejected_with_a_clear_error)

@@ -24,6 +24,7 @@ static char names[MAX_KERNELS][128];   /* cuModuleGetFunction handles: index + 1
 static int nparams[MAX_KERNELS];
 static int nnames;
 static long launches, htod, live;
+static size_t largest;                 /* the largest allocation so far, in bytes */
 static char launch_log[1 << 16];
 static size_t log_len;
 
@@ -39,6 +40,7 @@ void fake_set_launcher(int (*fn)(const char *, unsigned, unsigned, void **, int)
 long fake_launches(void) { return launches; }
 long fake_htod(void) { return htod; }
 long fake_live_allocs(void) { return live; }
+size_t fake_largest_alloc(void) { return largest; }
 const char *fake_launch_log(void) { return launch_log; }
 
 int cuInit(unsigned flags) { (void)flags; return 0; }
@@ -96,6 +98,7 @@ int cuMemAlloc_v2(CUdeviceptr *p, size_t n)
         if (!allocs[i].p) {
             allocs[i].p = calloc(1, n);
             allocs[i].n = n;
+            largest = n > largest ? n : largest;
             *p = (CUdeviceptr)(uintptr_t)allocs[i].p;
             live++;
             return allocs[i].p ? 0 : BAD;
