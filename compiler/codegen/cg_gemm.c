@@ -20,9 +20,10 @@ typedef struct GemmBlock {
     int mr;   /* micro-tile rows: accumulators are mr x nv vectors */
     int nv;   /* vectors per micro-tile row */
     int nr;   /* micro-tile columns = nv * vw */
-    int mc;   /* most rows of C per tile (M is split evenly into ceil(M/mc) tiles) */
+    int mc;   /* most rows of C per tile (M is split evenly into ceil(M/mc) tiles); B's
+               * panels are packed once per tile, so once per mc rows */
     int kc;   /* depth of one packed B panel: K is summed kc at a time */
-    int nc;   /* columns of C per tile and of B per packed panel (a multiple of nr) */
+    int nc;   /* most columns of C per tile and of B per packed panel (a multiple of nr) */
 } GemmBlock;
 
 /* Run-time values of one matmul inside its outlined body. */
@@ -94,13 +95,13 @@ static int target_vector_width(CgCpu *cg)
 static GemmBlock gemm_block(CgCpu *cg)
 {
     int vw = target_vector_width(cg);
-    GemmBlock bl = { .vw = vw, .kc = 256, .nc = 128 };
+    GemmBlock bl = { .vw = vw, .mc = 512, .kc = 256, .nc = 256 };
     if (vw == 16) {
-        bl.mr = 14, bl.nv = 2, bl.mc = 140;
+        bl.mr = 14, bl.nv = 2;
     } else if (vw == 8) {
-        bl.mr = 6, bl.nv = 2, bl.mc = 96;
+        bl.mr = 6, bl.nv = 2;
     } else {
-        bl.mr = 4, bl.nv = 4, bl.mc = 64;
+        bl.mr = 4, bl.nv = 4;
     }
     bl.nr = bl.nv * vw;
     return bl;
@@ -537,17 +538,37 @@ static LLVMValueRef batch_offset(CgCpu *cg, const IrValue *v, LLVMValueRef *idx,
     return cg_offset(cg, v, vi);
 }
 
-/* Number of tiles: batch x N-blocks x M-blocks, with this function's dims. */
+/* Number of tiles: batch x N-blocks x M-blocks, with this function's dims. N is cut into
+ * ceil(N/nc) blocks; when that gives fewer than 16 tiles, their number is rounded up to a
+ * multiple of 6 (capped at one block per nr columns) so that 2 and 3 threads get equal
+ * shares: gcd(g, 6) for g = batch x M-blocks is (g even ? 2 : 1) x (3 divides g ? 3 : 1).
+ * The tiling does not change what any element computes (docs/codegen.md). */
 static LLVMValueRef tile_count(CgCpu *cg, Gemm *g, const IrValue *y, LLVMValueRef *nmb,
                                LLVMValueRef *nnb)
 {
     int r = y->shape.rank;
-    LLVMValueRef nb = cg_i64(cg, 1);
+    LLVMValueRef nb = cg_i64(cg, 1), zero = cg_i64(cg, 0);
     for (int j = 0; j < r - 2; j++)
         nb = mul(cg, nb, cg_dim(cg, y->shape.dims[j]), "batch");
     *nmb = ceil_div(cg, g->M, g->bl.mc, "m.blocks");
-    *nnb = ceil_div(cg, g->N, g->bl.nc, "n.blocks");
-    return mul(cg, mul(cg, nb, *nnb, "bn"), *nmb, "tiles");
+    LLVMValueRef gr = mul(cg, nb, *nmb, "groups");
+    LLVMValueRef base = ceil_div(cg, g->N, g->bl.nc, "n.blocks");
+    LLVMValueRef even = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, gr, cg_i64(cg, 2), "g2"),
+                                      zero, "g.even");
+    LLVMValueRef by3 = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildSRem(cg->b, gr, cg_i64(cg, 3), "g3"),
+                                     zero, "g.by3");
+    LLVMValueRef q = mul(cg, LLVMBuildSelect(cg->b, even, cg_i64(cg, 1), cg_i64(cg, 2), "q2"),
+                         LLVMBuildSelect(cg->b, by3, cg_i64(cg, 1), cg_i64(cg, 3), "q3"), "q");
+    LLVMValueRef rounded = mul(cg, LLVMBuildSDiv(cg->b, add(cg, base, LLVMBuildSub(cg->b, q,
+                               cg_i64(cg, 1), "q1"), "bq"), q, "nq"), q, "n.rounded");
+    rounded = imin(cg, rounded, ceil_div(cg, g->N, g->bl.nr, "n.units"), "n.rounded");
+    LLVMValueRef few = LLVMBuildICmp(cg->b, LLVMIntSLT, mul(cg, gr, base, "t0"), cg_i64(cg, 16),
+                                     "few");
+    *nnb = LLVMBuildSelect(cg->b, few, rounded, base, "n.blocks");
+    // N = 0: one (empty) block, so the tile count stays well defined
+    *nnb = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, *nnb, cg_i64(cg, 1), "nn0"),
+                           cg_i64(cg, 1), *nnb, "n.blocks");
+    return mul(cg, gr, *nnb, "tiles");
 }
 
 static void load_dims(CgCpu *cg, Gemm *g, const IrValue *y, const IrValue *a)
@@ -565,37 +586,12 @@ bool cg_gemm_applies(const CgCpu *cg, const IrOp *op)
            && op->operands[0]->dtype == DT_F32 && op->operands[1]->dtype == DT_F32;
 }
 
-/* The tiles of y = a @ bm. Tile t is (batch entry, N-block, M-block) with the M-block
- * varying fastest; each pool thread gets a contiguous run of tiles and each tile computes
- * its MC x NC block of y over all of K. */
-void cg_gemm_lower(CgCpu *cg, IrOp *op)
+/* Points *pa, *pb and *py at batch entry bi of a, bm and y (numpy broadcasting). */
+static void batch_ptrs(CgCpu *cg, Gemm *g, IrOp *op, LLVMValueRef bi, LLVMValueRef *pa,
+                       LLVMValueRef *pb, LLVMValueRef *py)
 {
     IrValue *y = op->results[0], *a = op->operands[0], *bm = op->operands[1];
     int r = y->shape.rank;
-    Gemm g;
-    gemm_init(cg, &g);
-    g.trans = cg_gemm_reads_through(cg, bm);
-    load_dims(cg, &g, y, a);
-    LLVMValueRef nmb, nnb;
-    LLVMValueRef ntiles = tile_count(cg, &g, y, &nmb, &nnb);
-    char fname[160];
-    snprintf(fname, sizeof fname, "%s.%s", ir_op_info[op->kind].name, cg_name(cg, y));
-    CgPar par;
-    cg_par_begin(cg, &par, op, ntiles, fname);
-
-    load_dims(cg, &g, y, a);   // the body has its own symbol values
-    tile_count(cg, &g, y, &nmb, &nnb);
-    g.bp = aligned_array(cg, (int64_t)g.bl.kc * g.bl.nc, "pack.b");
-    g.tile = aligned_array(cg, (int64_t)g.bl.mr * g.bl.nr, "tile");
-    int64_t bp_bytes = (int64_t)g.bl.kc * g.bl.nc * 4, tile_bytes = (int64_t)g.bl.mr * g.bl.nr * 4;
-    lifetime(cg, "llvm.lifetime.start", g.bp, bp_bytes);
-    lifetime(cg, "llvm.lifetime.start", g.tile, tile_bytes);
-    CgFor lt;
-    cg_for_range(cg, &lt, par.begin, par.end, "tile");
-    LLVMValueRef ib = LLVMBuildSRem(cg->b, lt.i, nmb, "ib");
-    LLVMValueRef rest = LLVMBuildSDiv(cg->b, lt.i, nmb, "rest");
-    LLVMValueRef jb = LLVMBuildSRem(cg->b, rest, nnb, "jb");
-    LLVMValueRef bi = LLVMBuildSDiv(cg->b, rest, nnb, "bi");
     LLVMValueRef idx[IR_MAX_RANK];
     LLVMValueRef left = bi;
     for (int j = r - 3; j >= 0; j--) {
@@ -603,20 +599,232 @@ void cg_gemm_lower(CgCpu *cg, IrOp *op)
         idx[j] = j > 0 ? LLVMBuildSRem(cg->b, left, d, "bix") : left;
         left = LLVMBuildSDiv(cg->b, left, d, "bleft");
     }
-    LLVMValueRef pa = fgep(cg, cg->buf[a->id], batch_offset(cg, a, idx, r - 2), "a.batch");
-    LLVMValueRef pb = fgep(cg, cg->buf[bm->id], batch_offset(cg, bm, idx, r - 2), "b.batch");
-    LLVMValueRef py = fgep(cg, cg->buf[y->id], mul(cg, bi, mul(cg, g.M, g.N, "mn"), "y.off"),
-                           "y.batch");
-    LLVMValueRef m0 = even_split(cg, ib, g.M, nmb, "m0");
-    LLVMValueRef m1 = even_split(cg, add(cg, ib, cg_i64(cg, 1), "ib.next"), g.M, nmb, "m1");
-    LLVMValueRef n0 = mul(cg, jb, cg_i64(cg, g.bl.nc), "n0");
+    *pa = fgep(cg, cg->buf[a->id], batch_offset(cg, a, idx, r - 2), "a.batch");
+    *pb = fgep(cg, cg->buf[bm->id], batch_offset(cg, bm, idx, r - 2), "b.batch");
+    *py = fgep(cg, cg->buf[y->id], mul(cg, bi, mul(cg, g->M, g->N, "mn"), "y.off"), "y.batch");
+}
+
+/* The tiles of y = a @ bm. Tile t is (batch entry, N-block, M-block) with the M-block
+ * varying fastest; each pool thread gets a contiguous run of tiles and each tile computes
+ * its block of y over all of K. */
+static void gemm_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
+{
+    IrValue *y = op->results[0], *a = op->operands[0];
+    LLVMValueRef nmb, nnb;
+    LLVMValueRef ntiles = tile_count(cg, g, y, &nmb, &nnb);
+    CgPar par;
+    cg_par_begin(cg, &par, op, ntiles, fname);
+
+    load_dims(cg, g, y, a);   // the body has its own symbol values
+    tile_count(cg, g, y, &nmb, &nnb);
+    g->bp = aligned_array(cg, (int64_t)g->bl.kc * g->bl.nc, "pack.b");
+    g->tile = aligned_array(cg, (int64_t)g->bl.mr * g->bl.nr, "tile");
+    int64_t bp_bytes = (int64_t)g->bl.kc * g->bl.nc * 4;
+    int64_t tile_bytes = (int64_t)g->bl.mr * g->bl.nr * 4;
+    lifetime(cg, "llvm.lifetime.start", g->bp, bp_bytes);
+    lifetime(cg, "llvm.lifetime.start", g->tile, tile_bytes);
+    CgFor lt;
+    cg_for_range(cg, &lt, par.begin, par.end, "tile");
+    LLVMValueRef ib = LLVMBuildSRem(cg->b, lt.i, nmb, "ib");
+    LLVMValueRef rest = LLVMBuildSDiv(cg->b, lt.i, nmb, "rest");
+    LLVMValueRef jb = LLVMBuildSRem(cg->b, rest, nnb, "jb");
+    LLVMValueRef bi = LLVMBuildSDiv(cg->b, rest, nnb, "bi");
+    LLVMValueRef pa, pb, py;
+    batch_ptrs(cg, g, op, bi, &pa, &pb, &py);
+    LLVMValueRef m0 = even_split(cg, ib, g->M, nmb, "m0");
+    LLVMValueRef m1 = even_split(cg, add(cg, ib, cg_i64(cg, 1), "ib.next"), g->M, nmb, "m1");
+    // N-block jb: units of nr columns split evenly, the last block cut at N
+    LLVMValueRef units = ceil_div(cg, g->N, g->bl.nr, "n.units"), nr = cg_i64(cg, g->bl.nr);
+    LLVMValueRef n0 = mul(cg, even_split(cg, jb, units, nnb, "u0"), nr, "n0");
+    LLVMValueRef n1 = mul(cg, even_split(cg, add(cg, jb, cg_i64(cg, 1), "jb.next"), units, nnb,
+                                         "u1"), nr, "n1");
     LLVMValueRef mc = LLVMBuildSub(cg->b, m1, m0, "mc");
-    LLVMValueRef nc = imin(cg, cg_i64(cg, g.bl.nc), LLVMBuildSub(cg->b, g.N, n0, "n.rest"), "nc");
-    tile_block(cg, &g, pa, pb, py, m0, mc, n0, nc);
+    LLVMValueRef nc = LLVMBuildSub(cg->b, imin(cg, n1, g->N, "n.end"), n0, "nc");
+    tile_block(cg, g, pa, pb, py, m0, mc, n0, nc);
     cg_for_end(cg, &lt);
-    lifetime(cg, "llvm.lifetime.end", g.bp, bp_bytes);
-    lifetime(cg, "llvm.lifetime.end", g.tile, tile_bytes);
+    lifetime(cg, "llvm.lifetime.end", g->bp, bp_bytes);
+    lifetime(cg, "llvm.lifetime.end", g->tile, tile_bytes);
     cg_par_end(cg, &par);
+}
+
+/* ---- M = 1: matrix-vector products that stream B once ---- */
+
+enum {
+    GEMV_CHUNK = 64,    /* columns of y per pool work item */
+    GEMV_SPAN = 1024,   /* columns of y kept in L1 while B's rows stream past */
+};
+
+/* acc + a * b on scalars with the rounding of one lane of fma_acc: fused on the vector
+ * targets (which have FMA), fmul + fadd in the scalar fallback. */
+static LLVMValueRef fma_scalar(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b,
+                               LLVMValueRef acc)
+{
+    if (g->bl.vw == 1)
+        return fma_acc(cg, g, a, b, acc);
+    unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
+    LLVMTypeRef ft = LLVMIntrinsicGetType(cg->llctx, id, &cg->t_f32, 1);
+    LLVMValueRef f = LLVMGetIntrinsicDeclaration(cg->mod, id, &cg->t_f32, 1);
+    LLVMValueRef args[3] = { a, b, acc };
+    return LLVMBuildCall2(cg->b, ft, f, args, 3, "acc.next");
+}
+
+/* y[n] = sum_k a[k] * B[k, n] for n0 <= n < n1, B = b: [K, N] read in place, row after row
+ * (each row's slice once, in order), in spans of at most GEMV_SPAN columns whose partial
+ * sums stay in y (L1): y = 0, then for each k in order y[n] = fma(a[k], B[k, n], y[n]) --
+ * the GEMM's sequence for every element. */
+static void gemv_rows(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef y,
+                      LLVMValueRef n0, LLVMValueRef n1)
+{
+    int vw = g->bl.vw;
+    LLVMValueRef cols = LLVMBuildSub(cg->b, n1, n0, "gv.cols");
+    CgFor ls, lz, lk, lv, lt;
+    cg_for_begin(cg, &ls, ceil_div(cg, cols, GEMV_SPAN, "gv.spans"), "gv.span");
+    LLVMValueRef s0 = add(cg, n0, mul(cg, ls.i, cg_i64(cg, GEMV_SPAN), "gv.s"), "gv.s0");
+    LLVMValueRef len = LLVMBuildSub(cg->b, imin(cg, add(cg, s0, cg_i64(cg, GEMV_SPAN), "gv.e"),
+                                                n1, "gv.s1"), s0, "gv.len");
+    LLVMValueRef nvec = LLVMBuildSDiv(cg->b, len, cg_i64(cg, vw), "gv.nvec");
+    LLVMValueRef ys = fgep(cg, y, s0, "gv.y");
+    cg_for_begin(cg, &lz, len, "gv.zero");
+    LLVMBuildStore(cg->b, cg_f32c(cg, 0.0), fgep(cg, ys, lz.i, "gv.yz"));
+    cg_for_end(cg, &lz);
+    cg_for_begin(cg, &lk, g->K, "gv.k");
+    LLVMValueRef x = LLVMBuildLoad2(cg->b, cg->t_f32, fgep(cg, a, lk.i, "gv.a.p"), "gv.a");
+    LLVMValueRef xs = splat(cg, g, x);
+    LLVMValueRef bk = fgep(cg, b, add(cg, mul(cg, lk.i, g->N, "gv.brow"), s0, "gv.boff"), "gv.b");
+    cg_for_begin(cg, &lv, nvec, "gv.v");
+    LLVMValueRef o = mul(cg, lv.i, cg_i64(cg, vw), "gv.o");
+    LLVMValueRef py = fgep(cg, ys, o, "gv.yp");
+    LLVMValueRef bv = vload(cg, g, fgep(cg, bk, o, "gv.bp"), "gv.bv");
+    vstore(cg, fma_acc(cg, g, xs, bv, vload(cg, g, py, "gv.yv")), py);
+    cg_for_end(cg, &lv);
+    // the last len mod vw columns (only at N's end: spans start at multiples of GEMV_CHUNK)
+    cg_for_range(cg, &lt, mul(cg, nvec, cg_i64(cg, vw), "gv.t0"), len, "gv.t");
+    LLVMValueRef pt = fgep(cg, ys, lt.i, "gv.yt");
+    LLVMValueRef bt = LLVMBuildLoad2(cg->b, cg->t_f32, fgep(cg, bk, lt.i, "gv.btp"), "gv.bt");
+    LLVMValueRef yt = LLVMBuildLoad2(cg->b, cg->t_f32, pt, "gv.yt.v");
+    LLVMBuildStore(cg->b, fma_scalar(cg, g, x, bt, yt), pt);
+    cg_for_end(cg, &lt);
+    cg_for_end(cg, &lk);
+    cg_for_end(cg, &ls);
+}
+
+/* y[n] = dot(a, S[n, :]) for n0 <= n < n1, where b holds S = B^T: [N, K] (a tied LM head's
+ * wte), each row read once, contiguously. Lane l of one vector accumulator sums the terms
+ * k = l (mod vw) in order with fma, the lanes are then added in lane order and the last
+ * K mod vw terms fused in order: a fixed sequence per element, whatever the thread count,
+ * but not the GEMM's k order (docs/codegen.md). */
+static void gemv_trans(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef y,
+                       LLVMValueRef n0, LLVMValueRef n1)
+{
+    int vw = g->bl.vw;
+    LLVMValueRef acc = cg_alloca(cg, g->t_vec, "gt.acc"), sum = cg_alloca(cg, cg->t_f32, "gt.sum");
+    LLVMValueRef nvec = LLVMBuildSDiv(cg->b, g->K, cg_i64(cg, vw), "gt.nvec");
+    CgFor ln, lv, lt;
+    cg_for_range(cg, &ln, n0, n1, "gt.n");
+    LLVMValueRef row = fgep(cg, b, mul(cg, ln.i, g->K, "gt.roff"), "gt.row");
+    LLVMBuildStore(cg->b, LLVMConstNull(g->t_vec), acc);
+    cg_for_begin(cg, &lv, nvec, "gt.v");
+    LLVMValueRef o = mul(cg, lv.i, cg_i64(cg, vw), "gt.o");
+    LLVMValueRef av = vload(cg, g, fgep(cg, a, o, "gt.ap"), "gt.av");
+    LLVMValueRef sv = vload(cg, g, fgep(cg, row, o, "gt.sp"), "gt.sv");
+    LLVMBuildStore(cg->b, fma_acc(cg, g, av, sv, LLVMBuildLoad2(cg->b, g->t_vec, acc, "gt.a")), acc);
+    cg_for_end(cg, &lv);
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, g->t_vec, acc, "gt.acc.v");
+    LLVMValueRef s = v;
+    if (vw > 1) {
+        s = LLVMBuildExtractElement(cg->b, v, LLVMConstInt(cg->t_i32, 0, false), "gt.l");
+        for (int l = 1; l < vw; l++)
+            s = LLVMBuildFAdd(cg->b, s, LLVMBuildExtractElement(cg->b, v,
+                              LLVMConstInt(cg->t_i32, (unsigned long long)l, false), "gt.l"),
+                              "gt.s");
+    }
+    LLVMBuildStore(cg->b, s, sum);
+    cg_for_range(cg, &lt, mul(cg, nvec, cg_i64(cg, vw), "gt.t0"), g->K, "gt.t");
+    LLVMValueRef at = LLVMBuildLoad2(cg->b, cg->t_f32, fgep(cg, a, lt.i, "gt.atp"), "gt.at");
+    LLVMValueRef st = LLVMBuildLoad2(cg->b, cg->t_f32, fgep(cg, row, lt.i, "gt.stp"), "gt.st");
+    LLVMValueRef cur = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "gt.cur");
+    LLVMBuildStore(cg->b, fma_scalar(cg, g, at, st, cur), sum);
+    cg_for_end(cg, &lt);
+    LLVMBuildStore(cg->b, LLVMBuildLoad2(cg->b, cg->t_f32, sum, "gt.y"),
+                   fgep(cg, y, ln.i, "gt.yp"));
+    cg_for_end(cg, &ln);
+}
+
+/* y = a @ bm for M = 1: work item t is (batch entry, GEMV_CHUNK columns of y); a thread's
+ * contiguous run of items is done as one column range per batch entry, so B's rows are
+ * read in long runs, once, and never packed. */
+static void gemv_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
+{
+    IrValue *y = op->results[0], *a = op->operands[0];
+    int r = y->shape.rank;
+    LLVMValueRef nb = cg_i64(cg, 1);
+    for (int j = 0; j < r - 2; j++)
+        nb = mul(cg, nb, cg_dim(cg, y->shape.dims[j]), "batch");
+    LLVMValueRef items = mul(cg, nb, ceil_div(cg, g->N, GEMV_CHUNK, "gv.chunks"), "gv.items");
+    CgPar par;
+    cg_par_begin(cg, &par, op, items, fname);
+
+    load_dims(cg, g, y, a);   // the body has its own symbol values
+    LLVMValueRef nch = ceil_div(cg, g->N, GEMV_CHUNK, "gv.chunks");
+    LLVMValueRef tv = cg_alloca(cg, cg->t_i64, "gv.t");
+    LLVMBuildStore(cg->b, par.begin, tv);
+    LLVMBasicBlockRef head = cg_block(cg, "gv.run"), body = cg_block(cg, "gv.body");
+    LLVMBasicBlockRef done = cg_block(cg, "gv.done");
+    LLVMBuildBr(cg->b, head);
+    LLVMPositionBuilderAtEnd(cg->b, head);
+    LLVMValueRef t = LLVMBuildLoad2(cg->b, cg->t_i64, tv, "gv.t.v");
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, t, par.end, "gv.more"), body, done);
+    LLVMPositionBuilderAtEnd(cg->b, body);
+    LLVMValueRef bi = LLVMBuildSDiv(cg->b, t, nch, "gv.bi");
+    LLVMValueRef c0 = LLVMBuildSRem(cg->b, t, nch, "gv.c0");
+    LLVMValueRef c1 = imin(cg, nch, add(cg, c0, LLVMBuildSub(cg->b, par.end, t, "gv.left"), "gv.c"),
+                           "gv.c1");
+    LLVMValueRef pa, pb, py;
+    batch_ptrs(cg, g, op, bi, &pa, &pb, &py);
+    LLVMValueRef n0 = mul(cg, c0, cg_i64(cg, GEMV_CHUNK), "gv.n0");
+    LLVMValueRef n1 = imin(cg, mul(cg, c1, cg_i64(cg, GEMV_CHUNK), "gv.n"), g->N, "gv.n1");
+    if (g->trans)
+        gemv_trans(cg, g, pa, pb, py, n0, n1);
+    else
+        gemv_rows(cg, g, pa, pb, py, n0, n1);
+    LLVMBuildStore(cg->b, add(cg, t, LLVMBuildSub(cg->b, c1, c0, "gv.step"), "gv.next"), tv);
+    LLVMBuildBr(cg->b, head);
+    LLVMPositionBuilderAtEnd(cg->b, done);
+    cg_par_end(cg, &par);
+}
+
+/* y = a @ bm: the GEMV for M = 1, else the blocked GEMM; a symbolic M chooses at run time
+ * (both bodies are emitted). */
+void cg_gemm_lower(CgCpu *cg, IrOp *op)
+{
+    IrValue *y = op->results[0], *a = op->operands[0], *bm = op->operands[1];
+    Gemm g;
+    gemm_init(cg, &g);
+    g.trans = cg_gemm_reads_through(cg, bm);
+    char fname[160], vname[180];
+    snprintf(fname, sizeof fname, "%s.%s", ir_op_info[op->kind].name, cg_name(cg, y));
+    snprintf(vname, sizeof vname, "%s.gemv", fname);
+    Dim m = y->shape.dims[y->shape.rank - 2];
+    load_dims(cg, &g, y, a);
+    if (dim_is_const(m)) {
+        if (m.c == 1)
+            gemv_region(cg, op, &g, vname);
+        else
+            gemm_region(cg, op, &g, fname);
+        return;
+    }
+    LLVMValueRef one = LLVMBuildICmp(cg->b, LLVMIntEQ, g.M, cg_i64(cg, 1), "m.is1");
+    LLVMBasicBlockRef bv = cg_block(cg, "mm.gemv"), bm_ = cg_block(cg, "mm.gemm");
+    LLVMBasicBlockRef join = cg_block(cg, "mm.done");
+    LLVMBuildCondBr(cg->b, one, bv, bm_);
+    LLVMPositionBuilderAtEnd(cg->b, bv);
+    gemv_region(cg, op, &g, vname);
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, bm_);
+    load_dims(cg, &g, y, a);   // forward's values again (gemv_region left the body's in g)
+    gemm_region(cg, op, &g, fname);
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, join);
 }
 
 /* ---- reading B through a transpose ---- */

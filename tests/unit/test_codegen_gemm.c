@@ -322,7 +322,8 @@ static void prep_2d(const Lib *lib, int64_t T, float **in, int64_t (*shapes)[6],
     }
 }
 
-/* M = T from 1 (decoding) past MC = 140 (AVX-512); K and N cross KC = 256 and NC = 128. */
+/* M = T from 1 (decoding: the GEMV) to 150; K crosses KC = 256 and N = 768 crosses
+ * NC = 256 (symbolic_n_and_k's T = 600 crosses MC = 512). */
 Test(gemm, shapes_2d_match_O0_and_reference, .timeout = 600)
 {
     const char *src =
@@ -405,8 +406,8 @@ Test(gemm, symbolic_n_and_k_match_O0_and_reference, .timeout = 600)
         "    input x: f32[T, 24]\n"
         "    output g = x @ x^T\n    output c = x^T @ x\n"
         "}\n";
-    static const int64_t Ts[] = { 1, 5, 33, 300 };
-    Case c = { src, Ts, 4, prep_symbolic };
+    static const int64_t Ts[] = { 1, 5, 33, 300, 600 };   // 600: M crosses MC = 512
+    Case c = { src, Ts, 5, prep_symbolic };
     check_case(&c);
 }
 
@@ -541,6 +542,28 @@ Test(gemm, emit_llvm_vector_width_follows_cpu)
                   cases[i].opt, cases[i].want);
         cr_expect(strstr(ll, cases[i].not) == NULL, "%s -O%d: has %s", cases[i].cpu,
                   cases[i].opt, cases[i].not);
+        compile_result_dispose(&r);
+    }
+}
+
+/* M = 1 takes the GEMV: a constant M = 1 emits only its body, a symbolic M both bodies
+ * (forward branches on M == 1), a constant M > 1 only the tiled GEMM. */
+Test(gemm, m1_uses_the_gemv_body)
+{
+    static const struct { const char *rows; bool gemv, gemm; } cases[] = {
+        { "1", true, false }, { "T", true, true }, { "8", false, true },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char src[256];
+        snprintf(src, sizeof src, "model m() {\n    input x: f32[%s, 64]\n"
+                 "    param w: f32[64, 48]\n    output y = x @ w\n}\n", cases[i].rows);
+        CompileResult r;
+        compile_to(&r, src, TFX_EMIT_LLVM, NULL, 2, "x86-64-v4");
+        const char *ll = buf_str(&r.out);
+        bool gemv = strstr(ll, "define internal void @matmul.y.gemv(") != NULL;
+        bool gemm = strstr(ll, "define internal void @matmul.y(") != NULL;
+        cr_expect(gemv == cases[i].gemv && gemm == cases[i].gemm,
+                  "M = %s: gemv body %d, gemm body %d", cases[i].rows, gemv, gemm);
         compile_result_dispose(&r);
     }
 }
