@@ -51,6 +51,8 @@ void cg_init(CgCpu *cg, IrModule *m, DiagEngine *d, const char *name)
     cg->par_syms = calloc(m->nsyms + 1, sizeof *cg->par_syms);
     cg->sym_slot = calloc(m->nsyms + 1, sizeof *cg->sym_slot);
     cg->absorbed = calloc(m->next_value_id + 1, sizeof *cg->absorbed);
+    cg->epi_root = cg_xcalloc(m->next_value_id + 1, sizeof *cg->epi_root);
+    cg->epi_gemm = cg_xcalloc(m->next_value_id + 1, sizeof *cg->epi_gemm);
     if (!cg->buf || !cg->wbase || !cg->syms || !cg->par_syms || !cg->sym_slot || !cg->absorbed) {
         fputs("tfxc: out of memory\n", stderr);
         exit(3);
@@ -66,6 +68,8 @@ void cg_dispose(CgCpu *cg)
     free(cg->sym_slot);
     free(cg->gemm_tb);
     free(cg->absorbed);
+    free(cg->epi_root);
+    free(cg->epi_gemm);
     ir_names_dispose(&cg->names);
     if (cg->tm)
         LLVMDisposeTargetMachine(cg->tm);

@@ -98,12 +98,16 @@ static void plan_region(CgCpu *cg, IrRegion *r)
     }
 }
 
+static void plan_epilogues(CgCpu *cg, IrRegion *r);
+
 void cg_fuse_plan(CgCpu *cg)
 {
     if (!cg_fuse_applies(cg))
         return;
-    for (uint32_t i = 0; i < cg->m->nfuncs; i++)   // @main, and @step when there is one
+    for (uint32_t i = 0; i < cg->m->nfuncs; i++) {   // @main, and @step when there is one
         plan_region(cg, cg->m->funcs[i]->body);
+        plan_epilogues(cg, cg->m->funcs[i]->body);
+    }
 }
 
 /* ---- lowering a group's root ---- */
@@ -168,6 +172,8 @@ static bool moves_with_last(const IrValue *v, const Shape *ys)
 
 void cg_fuse_lower(CgCpu *cg, IrOp *root)
 {
+    if (cg->epi_gemm[root->results[0]->id])   // the GEMM computes it (plan_epilogues)
+        return;
     Group g = { .nleaves = 0 };
     collect_leaves(cg, &g, root);
     IrValue *y = root->results[0];
@@ -217,4 +223,103 @@ void cg_fuse_lower(CgCpu *cg, IrOp *root)
     cg_for_end(cg, &cl);
     cg_for_end(cg, &rl);
     cg_par_end(cg, &par);
+}
+
+/* ---- GEMM epilogues ---- */
+
+/* Whether v exists when op g runs: defined in an enclosing region, or before g in its,
+ * or a `const` or a `weight` whose indices do: the GEMM then fills the constant or looks
+ * the weight up itself before the product (gemm_par_begin); the memory plan starts such
+ * a constant's buffer at g (cg->epi_gemm). */
+static bool ready_before(const IrValue *v, const IrOp *g)
+{
+    if (!v->def || v->def->parent != g->parent)
+        return true;   // an argument or a value of an enclosing region (visible at g)
+    for (const IrOp *o = g->prev; o; o = o->prev)
+        if (o == v->def)
+            return true;
+    if (v->def->kind == IR_OP_CONST)
+        return true;   // filled early by the GEMM (plan_epilogues)
+    if (v->def->kind != IR_OP_WEIGHT)
+        return false;
+    for (uint32_t i = 0; i < v->def->nops; i++)
+        if (!ready_before(v->def->operands[i], g))
+            return false;
+    return true;
+}
+
+/* The matmul result among the group's leaves that the GEMM can finish with the group, or
+ * NULL. */
+static IrValue *epilogue_source(const CgCpu *cg, const Group *g, const IrOp *root)
+{
+    const IrValue *y0 = root->results[0];
+    if (y0->shape.rank != 2 || y0->dtype != DT_F32 || g->nleaves + 3 > CG_PAR_MAX_VALS)
+        return NULL;
+    for (uint32_t i = 0; i < g->nleaves; i++) {
+        IrValue *y = (IrValue *)g->leaf[i];
+        IrOp *mm = y->def;
+        if (!mm || mm->kind != IR_OP_MATMUL || y->nuses != 1 || mm->parent != root->parent
+            || cg->absorbed[y->id]
+            || !cg_gemm_applies(cg, mm) || !shape_eq(&y->shape, &y0->shape)
+            || cg->epi_root[y->id])
+            continue;
+        bool ready = true;
+        for (uint32_t j = 0; j < g->nleaves && ready; j++)
+            ready = j == i || ready_before(g->leaf[j], mm);
+        if (ready)
+            return y;
+    }
+    return NULL;
+}
+
+static void plan_epilogues(CgCpu *cg, IrRegion *r)
+{
+    for (IrOp *op = r->first; op; op = op->next) {
+        if (op->body)
+            plan_epilogues(cg, op->body);
+        if (!is_elemwise(op) || cg->absorbed[op->results[0]->id])
+            continue;
+        Group g = { .nleaves = 0 };
+        collect_leaves(cg, &g, op);
+        IrValue *y = epilogue_source(cg, &g, op);
+        if (!y)
+            continue;
+        cg->epi_root[y->id] = op;
+        cg->epi_gemm[op->results[0]->id] = y->def;
+        for (uint32_t i = 0; i < g.nleaves; i++)   // constants it fills before the product
+            if (g.leaf[i]->def && g.leaf[i]->def->kind == IR_OP_CONST    // (the first GEMM
+                && !cg->epi_gemm[g.leaf[i]->id])                        // to fill one)
+                cg->epi_gemm[g.leaf[i]->id] = y->def;
+    }
+}
+
+uint32_t cg_fuse_values(const CgCpu *cg, const IrOp *root, const IrValue **vals)
+{
+    Group g = { .nleaves = 0 };
+    collect_leaves(cg, &g, root);
+    for (uint32_t i = 0; i < g.nleaves; i++)
+        vals[i] = g.leaf[i];
+    vals[g.nleaves] = root->results[0];
+    return g.nleaves + 1;
+}
+
+void cg_fuse_emit_cols(CgCpu *cg, const IrOp *root, LLVMValueRef row, LLVMValueRef c0,
+                       LLVMValueRef c1)
+{
+    Group g = { .nleaves = 0 };
+    collect_leaves(cg, &g, root);
+    const IrValue *y = root->results[0];
+    LLVMValueRef idx[IR_MAX_RANK] = { row, cg_i64(cg, 0) };
+    Row rw = { .g = &g };
+    for (uint32_t i = 0; i < g.nleaves; i++) {
+        rw.base[i] = cg_bcast_offset(cg, g.leaf[i], idx, 2);
+        rw.unit[i] = moves_with_last(g.leaf[i], &y->shape);
+    }
+    LLVMValueRef ybase = cg_offset(cg, y, idx);
+    CgFor cl;
+    cg_for_range(cg, &cl, c0, c1, "epi.col");
+    rw.j = cl.i;
+    LLVMValueRef v = eval_op(cg, &rw, root);
+    cg_store(cg, y, LLVMBuildAdd(cg->b, ybase, cl.i, "epi.off"), v);
+    cg_for_end(cg, &cl);
 }

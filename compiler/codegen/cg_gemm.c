@@ -604,6 +604,40 @@ static void batch_ptrs(CgCpu *cg, Gemm *g, IrOp *op, LLVMValueRef bi, LLVMValueR
     *py = fgep(cg, cg->buf[y->id], mul(cg, bi, mul(cg, g->M, g->N, "mn"), "y.off"), "y.batch");
 }
 
+/* Starts the outlined body of op's GEMM or GEMV: its operands and result, and the buffers
+ * of its epilogue group when it has one. */
+static void gemm_par_begin(CgCpu *cg, CgPar *par, IrOp *op, LLVMValueRef n, const char *fname)
+{
+    const IrOp *epi = cg->epi_root[op->results[0]->id];
+    if (!epi || cg->gpu) {
+        cg_par_begin(cg, par, op, n, fname);
+        return;
+    }
+    const IrValue *vals[CG_PAR_MAX_VALS];
+    vals[0] = op->operands[0], vals[1] = op->operands[1], vals[2] = op->results[0];
+    uint32_t nv = 3 + cg_fuse_values(cg, epi, vals + 3);
+    for (uint32_t i = 3; i < nv; i++) {   // a weight or constant the group reads may come
+        const IrOp *d = vals[i]->def;     // after op: look it up, fill it, now
+        if (d && (d->kind == IR_OP_WEIGHT || d->kind == IR_OP_CONST))
+            cg_lower_op(cg, (IrOp *)d);
+    }
+    cg_par_begin_vals(cg, par, vals, nv, n, NULL, fname);
+}
+
+/* The epilogue of op (a fused group of its result, cg_fuse_plan) over rows [m0, m0+mc)
+ * and columns [n0, n1) of the result, whose product is final. */
+static void epilogue(CgCpu *cg, IrOp *op, LLVMValueRef m0, LLVMValueRef mc, LLVMValueRef n0,
+                     LLVMValueRef n1)
+{
+    const IrOp *epi = cg->epi_root[op->results[0]->id];
+    if (!epi)
+        return;
+    CgFor lr;
+    cg_for_range(cg, &lr, m0, add(cg, m0, mc, "epi.m1"), "epi.row");
+    cg_fuse_emit_cols(cg, epi, lr.i, n0, n1);
+    cg_for_end(cg, &lr);
+}
+
 /* The tiles of y = a @ bm. Tile t is (batch entry, N-block, M-block) with the M-block
  * varying fastest; each pool thread gets a contiguous run of tiles and each tile computes
  * its block of y over all of K. */
@@ -613,7 +647,7 @@ static void gemm_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
     LLVMValueRef nmb, nnb;
     LLVMValueRef ntiles = tile_count(cg, g, y, &nmb, &nnb);
     CgPar par;
-    cg_par_begin(cg, &par, op, ntiles, fname);
+    gemm_par_begin(cg, &par, op, ntiles, fname);
 
     load_dims(cg, g, y, a);   // the body has its own symbol values
     tile_count(cg, g, y, &nmb, &nnb);
@@ -641,6 +675,7 @@ static void gemm_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
     LLVMValueRef mc = LLVMBuildSub(cg->b, m1, m0, "mc");
     LLVMValueRef nc = LLVMBuildSub(cg->b, imin(cg, n1, g->N, "n.end"), n0, "nc");
     tile_block(cg, g, pa, pb, py, m0, mc, n0, nc);
+    epilogue(cg, op, m0, mc, n0, add(cg, n0, nc, "n1"));
     cg_for_end(cg, &lt);
     lifetime(cg, "llvm.lifetime.end", g->bp, bp_bytes);
     lifetime(cg, "llvm.lifetime.end", g->tile, tile_bytes);
@@ -762,7 +797,7 @@ static void gemv_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
         nb = mul(cg, nb, cg_dim(cg, y->shape.dims[j]), "batch");
     LLVMValueRef items = mul(cg, nb, ceil_div(cg, g->N, GEMV_CHUNK, "gv.chunks"), "gv.items");
     CgPar par;
-    cg_par_begin(cg, &par, op, items, fname);
+    gemm_par_begin(cg, &par, op, items, fname);
 
     load_dims(cg, g, y, a);   // the body has its own symbol values
     LLVMValueRef nch = ceil_div(cg, g->N, GEMV_CHUNK, "gv.chunks");
@@ -787,6 +822,7 @@ static void gemv_region(CgCpu *cg, IrOp *op, Gemm *g, const char *fname)
         gemv_trans(cg, g, pa, pb, py, n0, n1);
     else
         gemv_rows(cg, g, pa, pb, py, n0, n1);
+    epilogue(cg, op, cg_i64(cg, 0), cg_i64(cg, 1), n0, n1);
     LLVMBuildStore(cg->b, add(cg, t, LLVMBuildSub(cg->b, c1, c0, "gv.step"), "gv.next"), tv);
     LLVMBuildBr(cg->b, head);
     LLVMPositionBuilderAtEnd(cg->b, done);

@@ -38,6 +38,10 @@ typedef struct CgCpu {
     int32_t             *sym_slot; /* [m->nsyms]: index in the descriptor's symbols, or -1
                                     * for a moe body's routed token count (cg_route.c) */
     bool                *gemm_tb; /* by IrValue id: a transpose the GEMM reads through (cg_gemm_plan) */
+    IrOp               **epi_root; /* by IrValue id of a matmul result: the fused group
+                                    * its GEMM computes as an epilogue (cg_fuse_plan) */
+    IrOp               **epi_gemm; /* by IrValue id of such a group's root result: the
+                                    * matmul whose GEMM writes it */
     bool                *absorbed; /* by IrValue id: computed inside the op that uses it (a
                                     * fused group, see cg_absorbed_op): no buffer, and its
                                     * defining op is not lowered on its own */
@@ -179,6 +183,15 @@ LLVMValueRef cg_elem_value(CgCpu *cg, const IrOp *op, LLVMValueRef *x);
 bool cg_fuse_applies(const CgCpu *cg);
 void cg_fuse_plan(CgCpu *cg);
 void cg_fuse_lower(CgCpu *cg, IrOp *root);
+/* GEMM epilogues: cg_fuse_plan also gives a rank-2 f32 matmul whose one use is a fused
+ * group of its result's shape, all of whose other leaves exist before the matmul, that
+ * group as an epilogue (cg->epi_root, cg->epi_gemm): the GEMM computes the group's rows
+ * right after the rows of its product, and the group's own loop is not emitted.
+ * cg_fuse_values lists the buffers such a group reads and writes (at most
+ * CG_PAR_MAX_VALS - 2); cg_fuse_emit_cols emits root[row, c] for c in [c0, c1). */
+uint32_t cg_fuse_values(const CgCpu *cg, const IrOp *root, const IrValue **vals);
+void     cg_fuse_emit_cols(CgCpu *cg, const IrOp *root, LLVMValueRef row, LLVMValueRef c0,
+                           LLVMValueRef c1);
 
 /* cg_lower.c: emits the ops of region r in order; false after a reported error. */
 bool cg_lower_region(CgCpu *cg, IrRegion *r);

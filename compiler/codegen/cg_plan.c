@@ -107,6 +107,9 @@ void cg_plan_live(const CgCpu *cg, const IrFunc *f, CgLive *out)
         IrOp *op = l.ops[p];
         for (uint32_t i = 0; i < op->nres; i++)   // written by op; a loop's results and
             def(out, op->results[i], p, op->body ? l.last[p] : p);   // body args: all along
+        // an epilogue's root, and a constant it reads, are written by the GEMM
+        if (op->nres == 1 && cg->epi_gemm[op->results[0]->id])
+            out->start[op->results[0]->id] = pos_of(&l, cg->epi_gemm[op->results[0]->id]);
         if (op->body)
             for (uint32_t i = 0; i < op->body->nargs; i++)
                 def(out, op->body->args[i], p, l.last[p]);
