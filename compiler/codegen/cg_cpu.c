@@ -613,8 +613,10 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
         status = 1;
         goto done;
     }
-    if (o->target != CG_TARGET_CUDA)   // the GPU lays out its own buffers (cg_ptx.c)
+    if (o->target != CG_TARGET_CUDA) {   // the GPU lays out its own buffers (cg_ptx.c)
         cg_gemm_plan(&cg);
+        cg_flash_plan(&cg);
+    }
     LLVMTypeRef t_wd = struct_type(&cg, "TfxWeightDesc",
                                    (LLVMTypeRef[]){ cg.t_ptr, cg.t_i32, cg.t_i32,
                                                     LLVMArrayType2(cg.t_i64, IR_MAX_RANK),
