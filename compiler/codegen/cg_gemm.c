@@ -78,7 +78,7 @@ static const char *const cpus_avx2[] = {
 };
 
 /* Floats per vector for the target: cg->cpu's from the tables, else the host's features. */
-static int target_vector_width(CgCpu *cg)
+int cg_vector_width(CgCpu *cg)
 {
     if (cg->cpu)
         return in_list(cg->cpu, cpus_avx512) ? 16 : in_list(cg->cpu, cpus_avx2) ? 8 : 1;
@@ -94,7 +94,7 @@ static int target_vector_width(CgCpu *cg)
  * registers) vector accumulators, plus the two B vectors and one broadcast of A. */
 static GemmBlock gemm_block(CgCpu *cg)
 {
-    int vw = target_vector_width(cg);
+    int vw = cg_vector_width(cg);
     GemmBlock bl = { .vw = vw, .mc = 512, .kc = 256, .nc = 256 };
     if (vw == 16) {
         bl.mr = 14, bl.nv = 2;
@@ -865,7 +865,7 @@ void cg_gemm_lower(CgCpu *cg, IrOp *op)
 
 /* ---- reading B through a transpose ---- */
 
-static bool swaps_last_two(const IrOp *t)
+bool cg_swaps_last_two(const IrOp *t)
 {
     int r = t->results[0]->shape.rank;
     if (r < 2 || t->attrs.perm[r - 2] != r - 1 || t->attrs.perm[r - 1] != r - 2)
@@ -883,7 +883,7 @@ static void plan_op(IrOp *op, void *vcg)
         return;
     IrValue *a = op->operands[0], *bm = op->operands[1];
     const IrOp *t = bm->def;
-    if (t && t->kind == IR_OP_TRANSPOSE && bm->nuses == 1 && a != bm && swaps_last_two(t)
+    if (t && t->kind == IR_OP_TRANSPOSE && bm->nuses == 1 && a != bm && cg_swaps_last_two(t)
         && t->operands[0]->dtype == DT_F32)
         cg->gemm_tb[bm->id] = true;
 }

@@ -158,6 +158,20 @@ bool         cg_gemm_reads_through(const CgCpu *cg, const IrValue *v);
  * lowering (see docs/codegen.md "GEMM"). */
 bool cg_gemm_applies(const CgCpu *cg, const IrOp *op);
 void cg_gemm_lower(CgCpu *cg, IrOp *op);
+/* cg_gemm.c: floats per vector for the target (16 AVX-512, 8 AVX2+FMA, 1 otherwise):
+ * cg->cpu's from a table of CPU names, else the host's features. */
+int  cg_vector_width(CgCpu *cg);
+/* cg_gemm.c: whether transpose op t swaps the last two axes and keeps the others. */
+bool cg_swaps_last_two(const IrOp *t);
+
+/* cg_flash.c: attention as one kernel (docs/codegen.md "Flash attention"). cg_flash_plan
+ * marks in cg->absorbed the scores, scaled scores, probabilities (and k^T when only they
+ * read it) of every f32 `softmax(q @ k^T [/ c], mask) @ v` whose intermediates have one
+ * use each (CPU, -O1 and above); cg_flash_root says whether matmul op is the end of such
+ * a chain, and cg_flash_lower computes it with a tiled online softmax. */
+void cg_flash_plan(CgCpu *cg);
+bool cg_flash_root(const CgCpu *cg, IrOp *op);
+void cg_flash_lower(CgCpu *cg, IrOp *op);
 
 /* cg_plan.c: the live intervals of the memory plan (docs/codegen.md "Memory plan"), by
  * IrValue id, in positions of @main's ops in walk order: start is where the value's
