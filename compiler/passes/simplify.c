@@ -361,14 +361,31 @@ static IrValue *move_identity(const IrOp *op)
     }
 }
 
+/* Whether transpose op swaps its last two axes and keeps the others in place. */
+static bool swaps_last_two(const IrOp *op)
+{
+    int r = op->results[0]->shape.rank;
+    if (r < 2 || op->attrs.perm[r - 2] != r - 1 || op->attrs.perm[r - 1] != r - 2)
+        return false;
+    for (int i = 0; i < r - 2; i++)
+        if (op->attrs.perm[i] != i)
+            return false;
+    return true;
+}
+
 /* transpose(transpose(x, p), q) -> transpose(x, p o q); reshape(reshape(x)) ->
- * reshape(x). The inner op dies if nothing else reads it. */
+ * reshape(x). The inner op dies if nothing else reads it. Not when q alone swaps the last
+ * two axes and p does not: `k^T` of attention's heads stays a swap, which the GEMM and
+ * the flash-attention kernel read in place (docs/codegen.md), where the combined
+ * permutation would be one more copy. */
 static void combine_chain(Simplifier *s, IrOp *op)
 {
     if (op->kind != IR_OP_TRANSPOSE && op->kind != IR_OP_RESHAPE)
         return;
     const IrOp *inner = op->operands[0]->def;
     if (!inner || inner->kind != op->kind)
+        return;
+    if (op->kind == IR_OP_TRANSPOSE && swaps_last_two(op) && !swaps_last_two(inner))
         return;
     if (op->kind == IR_OP_TRANSPOSE) {
         uint8_t perm[IR_MAX_RANK];

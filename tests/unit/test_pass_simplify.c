@@ -166,6 +166,42 @@ Test(pass_simplify, transpose_and_reshape_chains_collapse)
     cr_assert_str_eq(print(), HEAD "(f32[T, 8]) {\n  return %x\n}\n");
 }
 
+/* A swap of the last two axes after another permutation stays a separate transpose (the
+ * GEMM and flash attention read a swap in place); the other way round they combine. */
+static IrOp *transpose3(IrValue *in, uint8_t p0, uint8_t p1, uint8_t p2)
+{
+    IrOp *t = ir_op_append(&m, f->body, IR_OP_TRANSPOSE, &in, 1, 1, (SrcSpan){ 0 });
+    t->attrs.perm[0] = p0, t->attrs.perm[1] = p1, t->attrs.perm[2] = p2;
+    cr_assert_null(ir_infer(&m, t));
+    return t;
+}
+
+Test(pass_simplify, last_two_swap_after_a_permutation_is_kept)
+{
+    Shape s3 = { .rank = 3, .dims = { tx.dims[0], dim_const(2), dim_const(4) } };
+    IrValue *k = ir_region_add_arg(&m, f->body, DT_F32, &s3, "k");
+    IrOp *heads = transpose3(k, 1, 0, 2);                    // [2, T, 4]
+    IrOp *kt = transpose3(heads->results[0], 0, 2, 1);       // [2, 4, T]: a swap, kept
+    IrOp *sw = transpose3(k, 0, 2, 1);                       // [T, 4, 2]
+    IrOp *both = transpose3(sw->results[0], 1, 0, 2);        // [4, T, 2]: combines
+    IrOp *cat = ir_op_append(&m, f->body, IR_OP_RESHAPE, kt->results, 1, 1, (SrcSpan){ 0 });
+    cat->results[0]->shape = (Shape){ .rank = 2, .dims = { dim_const(8), tx.dims[0] } };
+    cr_assert_null(ir_infer(&m, cat));
+    IrOp *r2 = ir_op_append(&m, f->body, IR_OP_RESHAPE, both->results, 1, 1, (SrcSpan){ 0 });
+    r2->results[0]->shape = (Shape){ .rank = 2, .dims = { dim_const(8), tx.dims[0] } };
+    cr_assert_null(ir_infer(&m, r2));
+    IrOp *sum = ir_op_append(&m, f->body, IR_OP_ADD, (IrValue *[]){ cat->results[0], r2->results[0] },
+                             2, 1, (SrcSpan){ 0 });
+    cr_assert_null(ir_infer(&m, sum));
+    ret(sum->results[0]);
+    simplify_twice();
+    cr_assert_eq(kt->operands[0], heads->results[0], "the swap was folded into the permutation");
+    cr_assert_eq(both->operands[0], k, "a permutation after a swap was not combined");
+    cr_assert_eq(both->attrs.perm[0], 2);
+    cr_assert_eq(both->attrs.perm[1], 0);
+    cr_assert_eq(both->attrs.perm[2], 1);
+}
+
 Test(pass_simplify, equal_ops_are_merged)
 {
     IrValue *a = op1(f->body, IR_OP_EXP, &x, 1);
