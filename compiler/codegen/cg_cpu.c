@@ -192,6 +192,7 @@ static void layout_region(Layout *lo, IrRegion *r)
         if (op->kind != IR_OP_WEIGHT && op->kind != IR_OP_CACHE)   // they point elsewhere
             for (uint32_t i = 0; i < op->nres; i++)
                 if (!cg_gemm_reads_through(lo->cg, op->results[i])   // no copy is made
+                    && !cg_reshape_view(lo->cg, op->results[i])
                     && !lo->cg->absorbed[op->results[i]->id])         // never stored
                     layout_add(lo, op->results[i], NULL);
         if (op->kind == IR_OP_LOOP || op->kind == IR_OP_MOE) {

@@ -109,8 +109,13 @@ static bool match_chain(const CgCpu *cg, IrOp *root, FlashChain *c)
     if (!c->softmax || c->softmax->kind != IR_OP_SOFTMAX || p->nuses != 1 || p == c->v)
         return false;
     IrValue *s = c->softmax->operands[0];
+    // Not @step's softmax (a query offset P, passes/decode.c): its one-token decode steps
+    // would fill one of the kernel's 64 query lanes and waste the rest, where the plain
+    // lowering runs two matrix-vector products; its prefill stays unfused with it.
+    Dim qoff = ir_softmax_qoff(c->softmax);
     if (c->softmax->attrs.mask == IR_MASK_PADDING || s->nuses != 1 || !is_f32(s) || !is_f32(p)
-        || c->softmax->attrs.axis != s->shape.rank - 1 || s->shape.rank < 2)
+        || c->softmax->attrs.axis != s->shape.rank - 1 || s->shape.rank < 2
+        || !dim_is_const(qoff) || qoff.c != 0)
         return false;
     IrValue *raw = match_scale(s, c);
     if (!raw || !raw->def || raw->def->kind != IR_OP_MATMUL)
@@ -639,11 +644,8 @@ static void query_tile(CgCpu *cg, Flash *f, LLVMValueRef *ptr, LLVMValueRef i0, 
     LLVMValueRef zp = fgep(cg, f->ot, mul(cg, lz.i, cg_i64(cg, f->vw), "z.off"), "z.p");
     LLVMBuildStore(cg->b, LLVMConstNull(f->t_vec), zp);
     cg_for_end(cg, &lz);
-    // the masks compare positions: query row i is at position i + qoff (@step: P cached
-    // tokens come first, passes/decode.c); q and y are still indexed by row
-    LLVMValueRef ipos = add(cg, i0, cg_dim(cg, ir_softmax_qoff(f->c.softmax)), "i.pos");
     LLVMValueRef jlo, nkeys;
-    key_range(cg, f, ipos, nq, S, &jlo, &nkeys);
+    key_range(cg, f, i0, nq, S, &jlo, &nkeys);
     CgFor lk;
     cg_for_begin(cg, &lk, ceil_div(cg, nkeys, FLASH_BC, "k.tiles"), "fl.ktile");
     LLVMValueRef off = mul(cg, lk.i, cg_i64(cg, FLASH_BC), "k.tile.off");
@@ -651,7 +653,7 @@ static void query_tile(CgCpu *cg, Flash *f, LLVMValueRef *ptr, LLVMValueRef i0, 
     LLVMValueRef nk = imin(cg, cg_i64(cg, FLASH_BC), sub(cg, nkeys, off, "k.left"), "nk");
     LLVMValueRef alpha[FLASH_MAX_NV];
     tile_scores(cg, f, ptr[1], j0, nk);
-    tile_softmax(cg, f, ipos, nq, j0, nk, alpha);
+    tile_softmax(cg, f, i0, nq, j0, nk, alpha);
     tile_apply(cg, f, ptr[2], j0, nk, alpha);
     cg_for_end(cg, &lk);
     store_out(cg, f, ptr[3], i0, nq);

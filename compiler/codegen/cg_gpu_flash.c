@@ -28,13 +28,15 @@
  * with FL_BK * d / FL_BQ loads a thread, so FL_BK is a multiple of FL_BQ. */
 enum { FL_BQ = 32, FL_BK = 32, FL_MAX_D = 128 };
 
-/* A matmul operand as the kernel reads it: the value, or a transpose's operand read
- * through its permutation. */
+/* A matmul operand as the kernel reads it: the value, or the operand of one transpose, or
+ * of two in a row (split_heads' [1, 0, 2] then k^T's swap), read through the composed
+ * permutation. */
 typedef struct FlView {
     const IrValue *v;       /* the logical operand ([..., rows, cols]) */
-    const IrValue *src;     /* the buffer read: v, or the transpose's operand */
-    const uint8_t *perm;    /* src index perm[i] is v's index i; NULL: src == v */
-    IrOp          *tr;      /* the transpose read through, or NULL */
+    const IrValue *src;     /* the buffer read: v, or the transposes' operand */
+    bool           has_perm; /* false: src == v */
+    uint8_t        perm[IR_MAX_RANK]; /* src index perm[i] is v's index i */
+    IrOp          *tr, *tr2; /* the transposes read through (outer, inner), or NULL */
 } FlView;
 
 typedef struct Flash {
@@ -58,12 +60,21 @@ static bool one_use(const IrValue *v)
 
 static void view_of(const IrValue *v, FlView *w)
 {
-    *w = (FlView){ v, v, NULL, NULL };
+    *w = (FlView){ .v = v, .src = v };
     IrOp *t = v->def;
-    if (t && t->kind == IR_OP_TRANSPOSE && v->nuses == 1 && is_f32(t->operands[0])) {
-        w->src = t->operands[0];
-        w->perm = t->attrs.perm;
-        w->tr = t;
+    if (!t || t->kind != IR_OP_TRANSPOSE || v->nuses != 1 || !is_f32(t->operands[0]))
+        return;
+    int r = v->shape.rank;
+    w->src = t->operands[0];
+    w->has_perm = true;
+    memcpy(w->perm, t->attrs.perm, (size_t)r);
+    w->tr = t;
+    IrOp *u = w->src->def;   // a transpose of a transpose: read through both
+    if (u && u->kind == IR_OP_TRANSPOSE && w->src->nuses == 1 && is_f32(u->operands[0])) {
+        for (int i = 0; i < r; i++)
+            w->perm[i] = u->attrs.perm[t->attrs.perm[i]];
+        w->src = u->operands[0];
+        w->tr2 = u;
     }
 }
 
@@ -158,6 +169,9 @@ static void plan_region(CgCpu *cg, IrRegion *r)
             mark(cg, f.q.tr);
             mark(cg, f.kt.tr);
             mark(cg, f.v.tr);
+            mark(cg, f.q.tr2);
+            mark(cg, f.kt.tr2);
+            mark(cg, f.v.tr2);
         }
     }
 }
@@ -193,7 +207,7 @@ static LLVMValueRef view_load(CgCpu *cg, const FlView *w, const IrValue *y, LLVM
 {
     LLVMValueRef vi[IR_MAX_RANK], si[IR_MAX_RANK];
     cg_gpu_operand_idx(w->v, y, yidx, row, col, vi);
-    if (!w->perm)
+    if (!w->has_perm)
         return cg_load(cg, w->src, cg_offset(cg, w->src, vi));
     for (int i = 0; i < w->v->shape.rank; i++)
         si[w->perm[i]] = vi[i];

@@ -180,6 +180,10 @@ typedef struct CgLive {
     int32_t *start, *end;
 } CgLive;
 void cg_plan_live(const CgCpu *cg, const IrFunc *f, CgLive *out);
+/* Whether v is a reshape that shares its operand's buffer (with the memory plan, -O1..3 on
+ * the CPU): every buffer is dense row-major and never written after its op, so a
+ * reshape's bytes are its operand's. */
+bool cg_reshape_view(const CgCpu *cg, const IrValue *v);
 void cg_live_dispose(CgLive *live);
 
 /* Whether every result of op is absorbed: cg_lower_region then skips the op, because

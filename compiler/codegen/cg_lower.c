@@ -773,21 +773,27 @@ static void lower_concat_split(CgCpu *cg, IrOp *op)
 }
 
 /* const fills, arange counts, reshape copies, broadcast copies with broadcasting. */
+/* A dim such as T/4 is exact only when T is a multiple of 4; for another T a reshape's
+ * two element counts differ, and forward fails rather than read past the operand (copy
+ * or view alike). */
+static void check_reshape(CgCpu *cg, IrOp *op)
+{
+    LLVMValueRef n = cg_numel(cg, &op->results[0]->shape);
+    LLVMValueRef nx = cg_numel(cg, &op->operands[0]->shape);
+    LLVMValueRef same = LLVMBuildICmp(cg->b, LLVMIntEQ, nx, n, "same.count");
+    LLVMBasicBlockRef ok = cg_block(cg, "reshape.ok");
+    LLVMBuildCondBr(cg->b, same, ok, cg->fail);
+    LLVMPositionBuilderAtEnd(cg->b, ok);
+}
+
 static void lower_fill(CgCpu *cg, IrOp *op)
 {
     IrValue *y = op->results[0];
     LLVMTypeRef et = cg_elem_type(cg, y->dtype);
     CgFor l;
     LLVMValueRef n = cg_numel(cg, &y->shape);
-    if (op->kind == IR_OP_RESHAPE) {
-        // A dim such as T/4 is exact only when T is a multiple of 4; for another T the
-        // two counts differ, and forward fails rather than read past the operand.
-        LLVMValueRef nx = cg_numel(cg, &op->operands[0]->shape);
-        LLVMValueRef same = LLVMBuildICmp(cg->b, LLVMIntEQ, nx, n, "same.count");
-        LLVMBasicBlockRef ok = cg_block(cg, "reshape.ok");
-        LLVMBuildCondBr(cg->b, same, ok, cg->fail);
-        LLVMPositionBuilderAtEnd(cg->b, ok);
-    }
+    if (op->kind == IR_OP_RESHAPE)
+        check_reshape(cg, op);
     cg_for_begin(cg, &l, n, cg_name(cg, y));
     LLVMValueRef v;
     if (op->kind == IR_OP_CONST)
@@ -947,7 +953,14 @@ static bool lower_op(CgCpu *cg, IrOp *op)
         return true;
     }
     switch (op->kind) {
-    case IR_OP_CONST: case IR_OP_ARANGE: case IR_OP_RESHAPE: lower_fill(cg, op); return true;
+    case IR_OP_RESHAPE:
+        if (cg_reshape_view(cg, op->results[0])) {   // the operand's bytes, in place
+            check_reshape(cg, op);
+            cg->buf[op->results[0]->id] = cg->buf[op->operands[0]->id];
+        } else
+            lower_fill(cg, op);
+        return true;
+    case IR_OP_CONST: case IR_OP_ARANGE: lower_fill(cg, op); return true;
     case IR_OP_WEIGHT:    lower_weight(cg, op); return true;
     case IR_OP_CACHE:     cg_lower_cache(cg, op); return true;   // cg_step.c
     case IR_OP_MATMUL:

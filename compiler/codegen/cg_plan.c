@@ -61,12 +61,18 @@ static void def(CgLive *o, const IrValue *v, int32_t from, int32_t to)
     o->end[v->id] = to;
 }
 
+bool cg_reshape_view(const CgCpu *cg, const IrValue *v)
+{
+    return cg->mem_plan && v->def && v->def->kind == IR_OP_RESHAPE;
+}
+
 /* Records that `op` reads v. */
 static void use(Live *l, const IrOp *op, const IrValue *v)
 {
     const CgCpu *cg = l->cg;
-    // a transpose the GEMM reads through has no buffer: its operand's is read
-    while (cg_gemm_reads_through(cg, v))
+    // a transpose the GEMM reads through and a reshape have no buffer: their operand's
+    // is read
+    while (cg_gemm_reads_through(cg, v) || cg_reshape_view(cg, v))
         v = v->def->operands[0];
     // an absorbed value has no buffer (its operands are read where it is computed), nor
     // has a model input (read in place)
