@@ -36,9 +36,11 @@ def log(*a):
     print("bench:", *a, file=sys.stderr, flush=True)
 
 
-def run_result(cmd, timeout=None):
-    """Runs a driver and returns the key=value pairs of its RESULT lines (a list of dicts)."""
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run_result(cmd, timeout=None, env=None):
+    """Runs a driver and returns the key=value pairs of its RESULT lines (a list of dicts).
+    env: extra environment variables for it."""
+    full_env = dict(os.environ, **env) if env else None
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
     out = []
@@ -159,8 +161,11 @@ class Bench:
             self.compile(os.path.join(ROOT, "bench", "models", "gemm.tfx"), so,
                          [f"-DM={M}", f"-DN={N}", f"-DK={K}"])
             for t in threads:
+                # bench_gemm links OpenBLAS, whose idle pool threads spin (sched_yield) on
+                # the same cores while tfxc runs: with one OpenBLAS thread there are none
                 a = run_result([drv, "tfxc", so, str(M), str(N), str(K), str(t),
-                                str(self.reps), str(self.cap)])[0]
+                                str(self.reps), str(self.cap)],
+                               env={"OPENBLAS_NUM_THREADS": "1"})[0]
                 b = run_result([drv, "openblas", str(M), str(N), str(K), str(t),
                                 str(3 * self.reps), str(self.cap)])[0]
                 for r in (a, b):
@@ -296,7 +301,7 @@ class Bench:
         cmd = [os.path.join(self.work, "bench_model"), self.gpt2_so, "--weights", self.weights,
                "--threads", str(self.cores), "--decode", "--warmup", "2",
                "--reps", str(3 * self.reps), "--cap", str(self.cap), f"T={T}"]
-        return float(run_result(cmd)[0]["decode_ms"])
+        return float(run_result(cmd)[0]["decode_ms"]) / 1e3   # seconds, like time_fn
 
     def decode(self, fwd, Ts):
         bound = self.weight_bytes / (self.bw * 1e9)

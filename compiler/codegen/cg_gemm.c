@@ -277,6 +277,12 @@ static LLVMValueRef ukr_get(CgCpu *cg, Gemm *g, int rows)
         return fn;
     fn = LLVMAddFunction(cg->mod, name, g->ukr_type);
     LLVMSetLinkage(fn, LLVMInternalLinkage);
+    // one copy per row count in the module: inlined into every matmul's row switch they
+    // made each matmul body ~1800 lines and GPT-2's -O2 compile 2 s; a call per micro-tile
+    // (kc FMA steps) costs nothing measurable
+    unsigned kind = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(cg->llctx, kind, 0));
     LLVMValueRef saved_fn = cg->fn;
     LLVMBasicBlockRef saved_entry = cg->entry, saved_block = LLVMGetInsertBlock(cg->b);
     cg_fn_begin(cg, fn);
