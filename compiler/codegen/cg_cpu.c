@@ -749,8 +749,8 @@ int cg_cpu_emit(IrModule *m, DiagEngine *d, const CgOptions *o, Buf *out)
         goto done;
     }
     if (o->target != CG_TARGET_CUDA) {   // the GPU lays out its own buffers (cg_ptx.c)
+        cg_flash_plan(&cg);   // first: its matmuls are not GEMMs, its scale not fused
         cg_gemm_plan(&cg);
-        cg_flash_plan(&cg);   // before fusion: the scale of a flash chain is absorbed
         cg_fuse_plan(&cg);
         cg.mem_plan = o->opt_level >= 1;
     } else {

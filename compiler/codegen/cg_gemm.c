@@ -36,6 +36,10 @@ typedef struct Gemm {
     LLVMValueRef ukr[GEMM_MAX_MR + 1]; /* micro-kernel for 1..mr rows */
     LLVMTypeRef  ukr_type;
     bool         trans;      /* B's buffer holds B^T ([N, K] rows): see cg_gemm_plan */
+    bool         heads;      /* B (or B^T) is read through a [1, 0, 2] transpose of a
+                              * [rows, H, cols] buffer: batch h starts at h * cols and
+                              * rows are H * cols apart (cg_gemm_plan) */
+    LLVMValueRef ldb;        /* i64: the distance between rows of B's (or B^T's) buffer */
 } Gemm;
 
 /* ---- target ---- */
@@ -335,7 +339,7 @@ static void pack_b_whole(CgCpu *cg, Gemm *g, LLVMValueRef b, LLVMValueRef n0,
     LLVMValueRef nr = cg_i64(cg, bl->nr);
     CgFor lk, lp;
     cg_for_begin(cg, &lk, kc, "pack.b.k");
-    LLVMValueRef row = mul(cg, add(cg, pc, lk.i, "k"), g->N, "b.row");
+    LLVMValueRef row = mul(cg, add(cg, pc, lk.i, "k"), g->ldb, "b.row");
     LLVMValueRef src = fgep(cg, b, add(cg, row, n0, "src.off"), "src");
     LLVMValueRef dst = fgep(cg, g->bp, mul(cg, lk.i, nr, "k.nr"), "dst");
     cg_for_begin(cg, &lp, npanels, "pack.b.panel");
@@ -374,11 +378,11 @@ static void pack_b(CgCpu *cg, Gemm *g, LLVMValueRef b, LLVMValueRef n0, LLVMValu
     LLVMBuildCondBr(cg->b, partial, edge, done);
     LLVMPositionBuilderAtEnd(cg->b, edge);
     LLVMValueRef dst = fgep(cg, g->bp, mul(cg, j0, kc, "pk"), "dst");
-    LLVMValueRef row = mul(cg, pc, g->N, "b.row");
+    LLVMValueRef row = mul(cg, pc, g->ldb, "b.row");
     LLVMValueRef src = fgep(cg, b, add(cg, row, add(cg, n0, j0, "n"), "src.off"), "src");
     CgFor lk, lj;
     cg_for_begin(cg, &lk, kc, "pack.b.ek");
-    LLVMValueRef s = fgep(cg, src, mul(cg, lk.i, g->N, "k.n"), "src.k");
+    LLVMValueRef s = fgep(cg, src, mul(cg, lk.i, g->ldb, "k.n"), "src.k");
     LLVMValueRef d = fgep(cg, dst, mul(cg, lk.i, nr, "k.nr"), "dst.k");
     cg_for_begin(cg, &lj, nr, "pack.b.ej");
     LLVMValueRef in = LLVMBuildICmp(cg->b, LLVMIntSLT, lj.i, ncols, "in");
@@ -406,7 +410,7 @@ static void pack_b_trans(CgCpu *cg, Gemm *g, LLVMValueRef b, LLVMValueRef n0, LL
     LLVMValueRef in = LLVMBuildICmp(cg->b, LLVMIntSLT, lj.i, nc, "in");
     // a padding column reads row n0 (inside S) and the select stores 0
     LLVMValueRef jc = LLVMBuildSelect(cg->b, in, lj.i, cg_i64(cg, 0), "jc");
-    LLVMValueRef srow = mul(cg, add(cg, n0, jc, "n"), g->K, "s.row");
+    LLVMValueRef srow = mul(cg, add(cg, n0, jc, "n"), g->ldb, "s.row");
     LLVMValueRef src = fgep(cg, b, add(cg, srow, pc, "s.off"), "s.jk");
     LLVMValueRef panel = LLVMBuildSDiv(cg->b, lj.i, nr, "panel");
     LLVMValueRef col = LLVMBuildSRem(cg->b, lj.i, nr, "col");
@@ -513,10 +517,10 @@ static void tile_block(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b, LLVMV
     // B in place (row stride N) for a whole panel of a direct block, else packed
     LLVMValueRef whole = LLVMBuildICmp(cg->b, LLVMIntEQ, cols, nr, "whole");
     LLVMValueRef in_place = LLVMBuildAnd(cg->b, direct, whole, "in.place");
-    LLVMValueRef bsrc = fgep(cg, b, add(cg, mul(cg, pc, g->N, "b.row"), n, "b.off"), "b.kj");
+    LLVMValueRef bsrc = fgep(cg, b, add(cg, mul(cg, pc, g->ldb, "b.row"), n, "b.off"), "b.kj");
     LLVMValueRef bpk = fgep(cg, g->bp, mul(cg, j0, kc, "b.panel"), "bp.j");
     LLVMValueRef bsel = LLVMBuildSelect(cg->b, in_place, bsrc, bpk, "b.src");
-    LLVMValueRef ldb = LLVMBuildSelect(cg->b, in_place, g->N, nr, "ldb");
+    LLVMValueRef ldb = LLVMBuildSelect(cg->b, in_place, g->ldb, nr, "ldb");
     LLVMValueRef c = fgep(cg, y, add(cg, crow, n, "c.off"), "c.ij");
     LLVMValueRef args[UKR_NPARAMS] = {
         [UKR_KC] = kc, [UKR_A] = pa, [UKR_LDA] = g->K, [UKR_BP] = bsel, [UKR_LDB] = ldb,
@@ -583,6 +587,9 @@ static void load_dims(CgCpu *cg, Gemm *g, const IrValue *y, const IrValue *a)
     g->M = cg_dim(cg, y->shape.dims[r - 2]);
     g->N = cg_dim(cg, y->shape.dims[r - 1]);
     g->K = cg_dim(cg, a->shape.dims[a->shape.rank - 1]);
+    g->ldb = g->trans ? g->K : g->N;
+    if (g->heads)   // B's batch dim is the H of the [rows, H, cols] buffer read through
+        g->ldb = mul(cg, g->ldb, cg_dim(cg, y->shape.dims[0]), "ldb.heads");
 }
 
 /* Whether matmul op is lowered by cg_gemm_lower: f32 at -O1 and above. */
@@ -606,7 +613,9 @@ static void batch_ptrs(CgCpu *cg, Gemm *g, IrOp *op, LLVMValueRef bi, LLVMValueR
         left = LLVMBuildSDiv(cg->b, left, d, "bleft");
     }
     *pa = fgep(cg, cg->buf[a->id], batch_offset(cg, a, idx, r - 2), "a.batch");
-    *pb = fgep(cg, cg->buf[bm->id], batch_offset(cg, bm, idx, r - 2), "b.batch");
+    LLVMValueRef boff = g->heads ? mul(cg, idx[0], g->trans ? g->K : g->N, "b.head")
+                                 : batch_offset(cg, bm, idx, r - 2);
+    *pb = fgep(cg, cg->buf[bm->id], boff, "b.batch");
     *py = fgep(cg, cg->buf[y->id], mul(cg, bi, mul(cg, g->M, g->N, "mn"), "y.off"), "y.batch");
 }
 
@@ -731,7 +740,7 @@ static void gemv_rows(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b, LLVMVa
     cg_for_begin(cg, &lk, g->K, "gv.k");
     LLVMValueRef x = LLVMBuildLoad2(cg->b, cg->t_f32, fgep(cg, a, lk.i, "gv.a.p"), "gv.a");
     LLVMValueRef xs = splat(cg, g, x);
-    LLVMValueRef bk = fgep(cg, b, add(cg, mul(cg, lk.i, g->N, "gv.brow"), s0, "gv.boff"), "gv.b");
+    LLVMValueRef bk = fgep(cg, b, add(cg, mul(cg, lk.i, g->ldb, "gv.brow"), s0, "gv.boff"), "gv.b");
     cg_for_begin(cg, &lv, nvec, "gv.v");
     LLVMValueRef o = mul(cg, lv.i, cg_i64(cg, vw), "gv.o");
     LLVMValueRef py = fgep(cg, ys, o, "gv.yp");
@@ -762,7 +771,7 @@ static void gemv_trans(CgCpu *cg, Gemm *g, LLVMValueRef a, LLVMValueRef b, LLVMV
     LLVMValueRef nvec = LLVMBuildSDiv(cg->b, g->K, cg_i64(cg, vw), "gt.nvec");
     CgFor ln, lv, lt;
     cg_for_range(cg, &ln, n0, n1, "gt.n");
-    LLVMValueRef row = fgep(cg, b, mul(cg, ln.i, g->K, "gt.roff"), "gt.row");
+    LLVMValueRef row = fgep(cg, b, mul(cg, ln.i, g->ldb, "gt.roff"), "gt.row");
     LLVMBuildStore(cg->b, LLVMConstNull(g->t_vec), acc);
     cg_for_begin(cg, &lv, nvec, "gt.v");
     LLVMValueRef o = mul(cg, lv.i, cg_i64(cg, vw), "gt.o");
@@ -842,7 +851,9 @@ void cg_gemm_lower(CgCpu *cg, IrOp *op)
     IrValue *y = op->results[0], *a = op->operands[0], *bm = op->operands[1];
     Gemm g;
     gemm_init(cg, &g);
-    g.trans = cg_gemm_reads_through(cg, bm);
+    g.trans = cg->gemm_tb && cg->gemm_tb[bm->id] == GEMM_TB_SWAP;
+    const IrValue *bsrc = g.trans ? bm->def->operands[0] : bm;
+    g.heads = cg->gemm_tb && cg->gemm_tb[bsrc->id] == GEMM_TB_HEADS;
     char fname[160], vname[180];
     snprintf(fname, sizeof fname, "%s.%s", ir_op_info[op->kind].name, cg_name(cg, y));
     snprintf(vname, sizeof vname, "%s.gemv", fname);
@@ -882,16 +893,35 @@ bool cg_swaps_last_two(const IrOp *t)
     return true;
 }
 
+/* A [rows, H, cols] -> [H, rows, cols] transpose (split_heads) with v as its one use. */
+static bool is_heads(const IrValue *v)
+{
+    const IrOp *t = v->def;
+    return t && t->kind == IR_OP_TRANSPOSE && v->nuses == 1 && v->shape.rank == 3
+           && t->attrs.perm[0] == 1 && t->attrs.perm[1] == 0 && t->attrs.perm[2] == 2
+           && t->operands[0]->dtype == DT_F32;
+}
+
 static void plan_op(IrOp *op, void *vcg)
 {
     CgCpu *cg = vcg;
-    if (op->kind != IR_OP_MATMUL || !cg_gemm_applies(cg, op))
+    // a matmul inside a flash-attention chain is not a GEMM (cg_flash_plan ran first)
+    if (op->kind != IR_OP_MATMUL || !cg_gemm_applies(cg, op) || cg->absorbed[op->results[0]->id]
+        || cg_flash_root(cg, op))
         return;
     IrValue *a = op->operands[0], *bm = op->operands[1];
     const IrOp *t = bm->def;
     if (t && t->kind == IR_OP_TRANSPOSE && bm->nuses == 1 && a != bm && cg_swaps_last_two(t)
-        && t->operands[0]->dtype == DT_F32)
-        cg->gemm_tb[bm->id] = true;
+        && t->operands[0]->dtype == DT_F32) {
+        cg->gemm_tb[bm->id] = GEMM_TB_SWAP;
+        bm = t->operands[0];
+    }
+    // B (or B^T) as heads of a [rows, H, cols] buffer, in a batched product over those H
+    // heads: read in place with a row stride of H * cols (the cached keys and values of a
+    // decode step are transposed to heads like this every token)
+    const IrValue *y = op->results[0];
+    if (y->shape.rank == 3 && a != bm && is_heads(bm) && dim_eq(bm->shape.dims[0], y->shape.dims[0]))
+        cg->gemm_tb[bm->id] = GEMM_TB_HEADS;
 }
 
 void cg_gemm_plan(CgCpu *cg)
@@ -909,5 +939,5 @@ void cg_gemm_plan(CgCpu *cg)
 
 bool cg_gemm_reads_through(const CgCpu *cg, const IrValue *v)
 {
-    return cg->gemm_tb && cg->gemm_tb[v->id];
+    return cg->gemm_tb && cg->gemm_tb[v->id] != GEMM_TB_NONE;
 }

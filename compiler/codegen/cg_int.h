@@ -37,7 +37,8 @@ typedef struct CgCpu {
     LLVMValueRef        *par_syms; /* [m->nsyms]: the other function's symbols while outlining */
     int32_t             *sym_slot; /* [m->nsyms]: index in the descriptor's symbols, or -1
                                     * for a moe body's routed token count (cg_route.c) */
-    bool                *gemm_tb; /* by IrValue id: a transpose the GEMM reads through (cg_gemm_plan) */
+    uint8_t             *gemm_tb; /* by IrValue id: a transpose the GEMM reads through, a
+                                    * GemmTb (cg_gemm_plan) */
     IrOp               **epi_root; /* by IrValue id of a matmul result: the fused group
                                     * its GEMM computes as an epilogue (cg_fuse_plan) */
     IrOp               **epi_gemm; /* by IrValue id of such a group's root result: the
@@ -147,12 +148,16 @@ void         cg_par_begin_vals(CgCpu *cg, CgPar *p, const IrValue *const *vals, 
                                LLVMValueRef n, LLVMValueRef work, const char *name);
 void         cg_par_end(CgCpu *cg, CgPar *p);
 
-/* Marks, in cg->gemm_tb, each `transpose` that swaps the last two axes and whose one use
- * is the right operand of a matmul cg_gemm_lower handles: the GEMM packs B from the
- * transpose's operand, so the transposed copy is neither stored nor given workspace
- * (a tied LM head's `h @ wte^T` no longer copies the embedding every forward). */
+/* The transposes a GEMM reads B through, in place: a swap of the last two axes (B^T,
+ * e.g. a tied LM head's `h @ wte^T`), and under it or alone a [rows, H, cols] ->
+ * [H, rows, cols] split into heads (attention's cached keys and values in a decode step).
+ * Neither is stored nor given workspace. */
+typedef enum GemmTb { GEMM_TB_NONE, GEMM_TB_SWAP, GEMM_TB_HEADS } GemmTb;
+/* Marks, in cg->gemm_tb, each `transpose` whose one use is the right operand of a matmul
+ * cg_gemm_lower handles (or the swap under it) and that the GEMM reads through. Runs after
+ * cg_flash_plan: a matmul of a flash chain is not a GEMM. */
 void         cg_gemm_plan(CgCpu *cg);
-/* Whether v is a transpose result that cg_gemm_plan marked. */
+/* Whether v is a transpose result that cg_gemm_plan marked (either kind). */
 bool         cg_gemm_reads_through(const CgCpu *cg, const IrValue *v);
 /* cg_gemm.c: whether the f32 matmul op gets the blocked GEMM (-O1 and above), and its
  * lowering (see docs/codegen.md "GEMM"). */
