@@ -146,3 +146,18 @@ void tt_model_close(TtModel *mo)
     dlclose(mo->h);
     remove(mo->so);
 }
+
+void tt_model_trio(TtModel m[3], const char *src, uint64_t seed, float scale)
+{
+    static const int opt[3] = { 0, 2, 2 }, threads[3] = { 1, 1, 2 };
+    for (int i = 0; i < 3; i++) {
+        tt_model_build(&m[i], src, opt[i]);
+        tt_model_open(&m[i], seed, scale, threads[i]);
+    }
+}
+
+void tt_model_trio_close(TtModel m[3])
+{
+    for (int i = 0; i < 3; i++)
+        tt_model_close(&m[i]);
+}

@@ -42,6 +42,11 @@ void tt_model_build(TtModel *mo, const char *src, int opt);
 /* Opens the .so with a pool of nthreads (0: one per core) and binds every weight to
  * tt_frand(scale) values after tt_seed(seed), rounded to the weight's dtype. */
 void tt_model_open(TtModel *mo, uint64_t seed, float scale, int nthreads);
+/* The usual trio of an optimisation test: m[0] at -O0 and m[1] at -O2 with one thread,
+ * m[2] at -O2 with two, all bound to the same weights (seed, scale). */
+void tt_model_trio(TtModel m[3], const char *src, uint64_t seed, float scale);
+/* Closes the three. */
+void tt_model_trio_close(TtModel m[3]);
 /* The data bound to the weight called name (fails the test if there is none). */
 const void *tt_model_weight(const TtModel *mo, const char *name);
 /* forward on inputs in[i] of shape shapes[i]; returns the status. */

@@ -237,13 +237,9 @@ Test(codegen_fuse, gemm_epilogues_match_O0)
     cr_expect(strstr(ll, "@fused.u(") != NULL, "p * p + p reads p twice: no epilogue");
     compile_result_dispose(&r);
 
-    TtModel o0, o2a, o2b;
-    tt_model_build(&o0, epi_src, 0);
-    tt_model_open(&o0, 8, 0.3f, 1);
-    tt_model_build(&o2a, epi_src, 2);
-    tt_model_open(&o2a, 8, 0.3f, 1);
-    tt_model_build(&o2b, epi_src, 2);
-    tt_model_open(&o2b, 8, 0.3f, 2);
+    TtModel trio[3];
+    tt_model_trio(trio, epi_src, 8, 0.3f);
+    TtModel *o0 = &trio[0], *o2a = &trio[1], *o2b = &trio[2];
     const int64_t Ts[] = { 1, 5, 600 };
     for (size_t c = 0; c < sizeof Ts / sizeof Ts[0]; c++) {
         int64_t T = Ts[c];
@@ -253,7 +249,7 @@ Test(codegen_fuse, gemm_epilogues_match_O0)
         tt_seed(50 + (uint64_t)T);
         for (size_t i = 0; i < n[0]; i++)
             x[i] = tt_frand(1.0f);
-        TtModel *ms[3] = { &o0, &o2a, &o2b };
+        TtModel *ms[3] = { o0, o2a, o2b };
         for (int k = 0; k < 3; k++) {
             for (int i = 0; i < 3; i++) {
                 res[k][i] = calloc(n[i], sizeof(float));
@@ -278,7 +274,5 @@ Test(codegen_fuse, gemm_epilogues_match_O0)
                 free(res[k][i]);
         free(x);
     }
-    tt_model_close(&o0);
-    tt_model_close(&o2a);
-    tt_model_close(&o2b);
+    tt_model_trio_close(trio);
 }

@@ -49,13 +49,9 @@ Test(codegen_heads, gemm_reads_heads_in_place)
     cr_expect(strstr(buf_str(&r.out), "transpose") == NULL, "a transpose was materialised");
     compile_result_dispose(&r);
 
-    TtModel o0, o2a, o2b;
-    tt_model_build(&o0, heads_src, 0);
-    tt_model_open(&o0, 1, 1.0f, 1);
-    tt_model_build(&o2a, heads_src, 2);
-    tt_model_open(&o2a, 1, 1.0f, 1);
-    tt_model_build(&o2b, heads_src, 2);
-    tt_model_open(&o2b, 1, 1.0f, 2);
+    TtModel trio[3];
+    tt_model_trio(trio, heads_src, 1, 1.0f);
+    TtModel *o0 = &trio[0], *o2a = &trio[1], *o2b = &trio[2];
     const int64_t Ts[] = { 1, 5, 300 };
     for (size_t c = 0; c < sizeof Ts / sizeof Ts[0]; c++) {
         int64_t T = Ts[c];
@@ -70,9 +66,9 @@ Test(codegen_heads, gemm_reads_heads_in_place)
         }
         for (size_t i = 0; i < ny; i++)
             q[i] = tt_frand(1.0f);
-        run(&o0, T, x, x2, q, y0);
-        run(&o2a, T, x, x2, q, ya);
-        run(&o2b, T, x, x2, q, yb);
+        run(o0, T, x, x2, q, y0);
+        run(o2a, T, x, x2, q, ya);
+        run(o2b, T, x, x2, q, yb);
         double worst = 0;
         size_t at = 0;
         for (size_t i = 0; i < ny; i++) {
@@ -86,11 +82,9 @@ Test(codegen_heads, gemm_reads_heads_in_place)
                   (long long)T, worst, at, (double)ya[at], (double)y0[at]);
         cr_expect(memcmp(ya, yb, ny * sizeof *ya) == 0, "T %lld: 1 and 2 threads differ", (long long)T);
         int64_t syms[2] = { T, 0 };
-        size_t w0 = o0.d->workspace_bytes(syms), w2 = o2a.d->workspace_bytes(syms);
+        size_t w0 = o0->d->workspace_bytes(syms), w2 = o2a->d->workspace_bytes(syms);
         cr_expect_lt(w2, w0, "T %lld: workspace %zu at -O2, %zu at -O0", (long long)T, w2, w0);
         free(x), free(x2), free(q), free(y0), free(ya), free(yb);
     }
-    tt_model_close(&o0);
-    tt_model_close(&o2a);
-    tt_model_close(&o2b);
+    tt_model_trio_close(trio);
 }
