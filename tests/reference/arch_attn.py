@@ -11,7 +11,6 @@ OUTDIR gets weights.safetensors and, per T, x_T.npy (the input [T, d]) and out_T
 (the output, after the final LayerNorm), as tests/reference/gen_ref.py does, so
 tests/unit/test_arch_attn.c runs them the same way. Computation is in float64; the
 files are float32. The hyperparameters and their defaults are the example models'."""
-import argparse
 import math
 import os
 import sys
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
+import cli  # noqa: E402
 import st  # noqa: E402
 
 DEFAULTS = {
@@ -238,22 +238,9 @@ def run_main(models, defaults, script):
     MODEL OUTDIR --T 1,5 [--seed N] [-Dname=value ...] over `models` (name -> function
     of (Weights, x, hp)) with hyperparameter `defaults`; writes weights.safetensors and,
     per T, x_T.npy and out_T.npy."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=sorted(models))
-    ap.add_argument("outdir")
-    ap.add_argument("--T", default="1,5")
-    ap.add_argument("--seed", type=int, default=0)
-    args, extra = ap.parse_known_args()
-    hp = dict(defaults[args.model])
-    for d in extra:
-        k, v = d[2:].split("=")
-        if k not in hp:
-            sys.exit(f"{script}: {args.model} has no hyperparameter '{k}'")
-        hp[k] = int(v)
-    os.makedirs(args.outdir, exist_ok=True)
+    args, hp, Ts = cli.parse(script, {name: defaults[name] for name in models})
     W = Weights(args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
-    Ts = [int(t) for t in args.T.split(",")]
     with torch.no_grad():
         for T in Ts:
             x = torch.randn(T, hp["d"], generator=g, dtype=DT).float().double()

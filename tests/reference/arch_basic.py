@@ -15,7 +15,6 @@ rounding cannot flip a halting decision between this script and tfxc).
 PyTorch's own modules are used where they exist: nn.LayerNorm, nn.RMSNorm (torch >= 2.4;
 written out for older torch, such as Debian's 1.13), F.gelu (erf and approximate='tanh'),
 F.silu, F.softmax."""
-import argparse
 import math
 import os
 import sys
@@ -26,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
+import cli  # noqa: E402
 import st  # noqa: E402
 
 DEFAULTS = {
@@ -405,28 +405,8 @@ def build(name, hp):
     return UniversalACT(**hp)
 
 
-def parse_value(v):
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=sorted(DEFAULTS))
-    ap.add_argument("outdir")
-    ap.add_argument("--T", default="1,5")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("defines", nargs="*", help="-Dname=value, as given to tfxc")
-    args, extra = ap.parse_known_args()
-    hp = dict(DEFAULTS[args.model])
-    for d in list(args.defines) + extra:
-        k, v = d[2:].split("=")
-        if k not in hp:
-            sys.exit(f"arch_basic.py: {args.model} has no hyperparameter '{k}'")
-        hp[k] = parse_value(v)
-    os.makedirs(args.outdir, exist_ok=True)
+    args, hp, Ts = cli.parse("arch_basic.py", DEFAULTS)
     torch.manual_seed(args.seed)
     m = build(args.model, hp).eval()
     randomize(m, args.seed, hp)
@@ -434,7 +414,7 @@ def main():
     st.save(os.path.join(args.outdir, "weights.safetensors"), weights)
     g = torch.Generator().manual_seed(args.seed + 1)
     with torch.no_grad():
-        for T in (int(t) for t in args.T.split(",")):
+        for T in Ts:
             x = torch.randn(T, hp["d"], generator=g)
             out = m(x)
             if args.model == "universal_act":

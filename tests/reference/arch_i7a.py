@@ -12,7 +12,6 @@ weights.safetensors (seeded random weights) and, per T, x_T.npy (the input) and 
 The weights are plain tensors in a dict keyed by the checkpoint name; the forward passes
 are written out with torch ops (F.layer_norm, F.gelu, F.softmax; RMSNorm by hand, as
 torch 1.13 has no nn.RMSNorm)."""
-import argparse
 import math
 import os
 import sys
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
+import cli  # noqa: E402
 import st  # noqa: E402
 
 DEFAULTS = {
@@ -250,34 +250,14 @@ def satformer(W, x, hp):
 SPECS = {"sret": sret_specs, "hyperloop": hyperloop_specs, "satformer": satformer_specs}
 
 
-def parse_value(v):
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=sorted(DEFAULTS))
-    ap.add_argument("outdir")
-    ap.add_argument("--T", default="2,6")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("defines", nargs="*", help="-Dname=value, as given to tfxc")
-    args, extra = ap.parse_known_args()
-    hp = dict(DEFAULTS[args.model])
-    for d in list(args.defines) + extra:
-        k, v = d[2:].split("=")
-        if k not in hp:
-            sys.exit(f"arch_i7a.py: {args.model} has no hyperparameter '{k}'")
-        hp[k] = parse_value(v)
-    os.makedirs(args.outdir, exist_ok=True)
+    args, hp, Ts = cli.parse("arch_i7a.py", DEFAULTS, default_T="2,6")
     W = Weights(SPECS[args.model](**hp), args.seed)
     st.save(os.path.join(args.outdir, "weights.safetensors"),
             {k: v.numpy().astype(np.float32) for k, v in W.w.items()})
     g = torch.Generator().manual_seed(args.seed + 1)
     with torch.no_grad():
-        for T in (int(t) for t in args.T.split(",")):
+        for T in Ts:
             x = torch.randn(T, hp["d"], generator=g)
             if args.model == "sret":
                 if T % hp["groups"]:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from arch_attn import DT, Weights, heads_of, layernorm, linear, merge, mlp, run_main  # noqa: E402
+from arch_attn import DT, heads_of, layernorm, linear, merge, mlp, run_main  # noqa: E402
 
 DEFAULTS = {
     "lt2": dict(d=64, heads=4, loops=3, mixer=0, window=8, causal=1),

@@ -22,7 +22,6 @@ number of steps each token got). It exits with an error when the tokens' depths 
 equal at T >= 4 (the test would not show routing), or when a kept and a dropped token's
 scores lie within 1e-4 (f32 rounding could then flip the choice). Float64 computation;
 float32 files."""
-import argparse
 import math
 import os
 import sys
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 from arch_attn import DT, Weights  # noqa: E402
+import cli  # noqa: E402
 import st  # noqa: E402
 
 DEFAULTS = dict(d=32, heads=4, ff=64, decoder=1, beta1=1.0, beta2=0.5, beta3=0.25)
@@ -83,22 +83,9 @@ def mor(W, x, hp):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=["mor"])
-    ap.add_argument("outdir")
-    ap.add_argument("--T", default="1,5")
-    ap.add_argument("--seed", type=int, default=0)
-    args, extra = ap.parse_known_args()
-    hp = dict(DEFAULTS)
-    for a in extra:
-        k, v = a[2:].split("=")
-        if k not in hp:
-            sys.exit(f"arch_mor.py: mor has no hyperparameter '{k}'")
-        hp[k] = float(v) if k.startswith("beta") else int(v)
-    os.makedirs(args.outdir, exist_ok=True)
+    args, hp, Ts = cli.parse("arch_mor.py", {"mor": DEFAULTS})
     W = Weights(args.seed)
     g = torch.Generator().manual_seed(args.seed + 1)
-    Ts = [int(t) for t in args.T.split(",")]
     with torch.no_grad():
         for T in Ts:
             x = torch.randn(T, hp["d"], generator=g, dtype=DT).float().double()

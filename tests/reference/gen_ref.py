@@ -9,7 +9,6 @@ safetensors under the example's checkpoint names, inputs and expected outputs.
 OUTDIR gets weights.safetensors, and per T: tokens_T.txt (token ids) or x_T.npy (float
 input), and out_T.npy (the first output). PyTorch's own modules are used where they
 exist: nn.LayerNorm and F.gelu in gpt.py, nn.TransformerEncoder for the encoder."""
-import argparse
 import os
 import sys
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
 import gpt  # noqa: E402
+import cli  # noqa: E402
 import st   # noqa: E402
 
 DEFAULTS = {
@@ -85,20 +85,8 @@ def looped_names(w):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=sorted(DEFAULTS))
-    ap.add_argument("outdir")
-    ap.add_argument("--T", default="1,7")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("defines", nargs="*", help="-Dname=value, as given to tfxc")
-    args, extra = ap.parse_known_args()
-    hp = dict(DEFAULTS[args.model])
-    for d in list(args.defines) + extra:
-        k, v = d[2:].split("=")
-        hp[k] = int(v)
-    os.makedirs(args.outdir, exist_ok=True)
+    args, hp, Ts = cli.parse("gen_ref.py", DEFAULTS, default_T="1,7", strict=False)
     torch.manual_seed(args.seed)
-    Ts = [int(t) for t in args.T.split(",")]
     if args.model == "gpt2":
         m = gpt.GPT(**hp).eval()
         randomize(m, args.seed)
