@@ -59,6 +59,11 @@ float tt_bf16_to_f32(uint16_t h)
 
 void tt_model_build(TtModel *mo, const char *src, int opt)
 {
+    tt_model_build_with(mo, src, opt, false, NULL);
+}
+
+void tt_model_build_with(TtModel *mo, const char *src, int opt, bool serial, const char *cpu)
+{
     static int counter;
     memset(mo, 0, sizeof *mo);
     snprintf(mo->so, sizeof mo->so, "/tmp/tfxc_tt_%d_%d.so", (int)getpid(), counter++);
@@ -69,6 +74,8 @@ void tt_model_build(TtModel *mo, const char *src, int opt)
     o.emit = TFX_EMIT_SO;
     o.output = mo->so;
     o.opt_level = opt;
+    o.serial = serial;
+    o.cpu = cpu;
     CompileResult r;
     tfx_compile(&o, &r);
     cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));

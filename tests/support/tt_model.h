@@ -39,6 +39,8 @@ float    tt_bf16_to_f32(uint16_t h);
 /* Compiles .tfx text (named m.tfx in messages) at -O`opt` to a fresh .so; fails the test
  * with the diagnostics when the compiler does. */
 void tt_model_build(TtModel *mo, const char *src, int opt);
+/* The same with --serial and --cpu=CPU (NULL: the host). */
+void tt_model_build_with(TtModel *mo, const char *src, int opt, bool serial, const char *cpu);
 /* Opens the .so with a pool of nthreads (0: one per core) and binds every weight to
  * tt_frand(scale) values after tt_seed(seed), rounded to the weight's dtype. */
 void tt_model_open(TtModel *mo, uint64_t seed, float scale, int nthreads);

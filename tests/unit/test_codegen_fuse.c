@@ -220,14 +220,8 @@ static const char *epi_src =
 
 Test(codegen_fuse, gemm_epilogues_match_O0)
 {
-    CompileOptions o;
-    compile_options_init(&o);
-    o.input = "m.tfx";
-    o.source = epi_src;
-    o.emit = TFX_EMIT_LLVM;
-    o.opt_level = 2;
-    CompileResult r;
-    tfx_compile(&o, &r);
+    CompileResult r;   // at the default -O2
+    tt_compile_string("m.tfx", epi_src, TFX_EMIT_LLVM, &r);
     cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
     const char *ll = buf_str(&r.out);
     // the groups after x @ w, h @ w2 and x @ e^T have no loop of their own; p has two uses

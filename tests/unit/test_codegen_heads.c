@@ -36,14 +36,8 @@ static void run(TtModel *mo, int64_t T, const float *x, const float *x2, const f
 
 Test(codegen_heads, gemm_reads_heads_in_place)
 {
-    CompileOptions o;
-    compile_options_init(&o);
-    o.input = "m.tfx";
-    o.source = heads_src;
-    o.emit = TFX_EMIT_LLVM;
-    o.opt_level = 2;
-    CompileResult r;
-    tfx_compile(&o, &r);
+    CompileResult r;   // at the default -O2
+    tt_compile_string("m.tfx", heads_src, TFX_EMIT_LLVM, &r);
     cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
     // no transpose loops at all: both heads splits and the swap are read through
     cr_expect(strstr(buf_str(&r.out), "transpose") == NULL, "a transpose was materialised");

@@ -98,27 +98,6 @@ static void reference(const Case *c, const float *q, const float *k, const float
     free(s);
 }
 
-/* Compiles src like tt_model_build, with --serial and --cpu as given. */
-static void build(TtModel *mo, const char *src, int opt, bool serial, const char *cpu)
-{
-    static int counter;
-    memset(mo, 0, sizeof *mo);
-    snprintf(mo->so, sizeof mo->so, "/tmp/tfxc_flash_%d_%d.so", (int)getpid(), counter++);
-    CompileOptions o;
-    compile_options_init(&o);
-    o.input = "flash.tfx";
-    o.source = src;
-    o.emit = TFX_EMIT_SO;
-    o.output = mo->so;
-    o.opt_level = opt;
-    o.serial = serial;
-    o.cpu = cpu;
-    CompileResult r;
-    tfx_compile(&o, &r);
-    cr_assert_eq(r.status, 0, "%s", buf_str(&r.diags));
-    compile_result_dispose(&r);
-}
-
 /* The text of src compiled at -O`opt` to LLVM IR (the caller frees it). */
 static char *llvm_text(const char *src, int opt, bool serial)
 {
@@ -175,7 +154,7 @@ static float *run(const char *so_src, const Case *c, const Data *d, int opt, boo
                   const char *cpu, int nthreads)
 {
     TtModel mo;
-    build(&mo, so_src, opt, serial, cpu);
+    tt_model_build_with(&mo, so_src, opt, serial, cpu);
     tt_model_open(&mo, 1, 1.0f, nthreads);
     float *y = malloc((size_t)(d->ny ? d->ny : 1) * sizeof *y);
     const void *in[3] = { d->q, d->k, d->v };
@@ -347,7 +326,7 @@ Test(flash, kernel_replaces_the_score_buffers)
     size_t ws[2];
     for (int k = 0; k < 2; k++) {
         TtModel mo;
-        build(&mo, src, k ? 2 : 0, false, NULL);
+        tt_model_build(&mo, src, k ? 2 : 0);
         tt_model_open(&mo, 1, 1.0f, 1);
         const int64_t syms[2] = { c.T, c.S };
         ws[k] = mo.d->workspace_bytes(syms);
@@ -389,7 +368,7 @@ Test(flash, second_use_keeps_the_chain_unfused)
     Data d;
     data_init(&d, &c, 9);
     TtModel mo;
-    build(&mo, src, 2, false, NULL);
+    tt_model_build(&mo, src, 2);
     tt_model_open(&mo, 1, 1.0f, 2);
     float *y = malloc((size_t)d.ny * sizeof *y), *s = malloc((size_t)(2 * 50 * 50) * sizeof *s);
     const void *in[3] = { d.q, d.k, d.v };
@@ -422,7 +401,7 @@ Test(flash, chain_in_a_loop_body)
     float *x = rand_floats(n), *y[2];
     for (int k = 0; k < 2; k++) {
         TtModel mo;
-        build(&mo, src, k ? 2 : 0, false, NULL);
+        tt_model_build(&mo, src, k ? 2 : 0);
         tt_model_open(&mo, 1, 1.0f, 2);
         y[k] = malloc((size_t)n * sizeof *y[k]);
         const void *in[1] = { x };
