@@ -154,8 +154,7 @@ typedef struct Layout {
     bool           plan;
     LLVMValueRef   sizes;   /* i64 [nbuf] alloca */
     uint32_t       nbuf;
-    const IrValue **vals;   /* [cap] by buffer index */
-    uint32_t       cap;
+    const IrValue **vals;   /* by buffer index; room for every value of the module */
     IrFunc        *func;    /* the function laid out */
 } Layout;
 
@@ -167,14 +166,6 @@ static void layout_add(Layout *lo, const IrValue *v, LLVMValueRef extra)
         n = LLVMBuildAdd(cg->b, n, extra, "n.extra");
     LLVMValueRef bytes = LLVMBuildMul(cg->b, n, cg_i64(cg, cg_elem_size(v->dtype)), "bytes");
     if (lo->plan) {   // sizes now; offsets when every size is known (plan_finish)
-        if (lo->nbuf == lo->cap) {
-            lo->cap = lo->cap ? 2 * lo->cap : 64;
-            lo->vals = realloc(lo->vals, lo->cap * sizeof *lo->vals);
-            if (!lo->vals) {
-                fputs("tfxc: out of memory\n", stderr);
-                exit(3);
-            }
-        }
         lo->vals[lo->nbuf++] = v;
         cg->buf[v->id] = bytes;   // a placeholder: replaced by plan_finish
         return;
@@ -232,11 +223,7 @@ static LLVMValueRef plan_fn(CgCpu *cg, LLVMTypeRef *ft)
 /* An internal constant i32 array. */
 static LLVMValueRef const_i32_array(CgCpu *cg, const char *name, const int32_t *v, uint32_t n)
 {
-    LLVMValueRef *el = malloc((n + 1) * sizeof *el);
-    if (!el) {
-        fputs("tfxc: out of memory\n", stderr);
-        exit(3);
-    }
+    LLVMValueRef *el = cg_xcalloc(n, sizeof *el);
     for (uint32_t i = 0; i < n; i++)
         el[i] = LLVMConstInt(cg->t_i32, (unsigned long long)v[i], true);
     LLVMTypeRef t = LLVMArrayType2(cg->t_i32, n);
@@ -261,11 +248,7 @@ static void plan_finish(Layout *lo, const char *tag)
     }
     CgLive live;
     cg_plan_live(cg, lo->func, &live);
-    int32_t *st = malloc(2 * n * sizeof *st);
-    if (!st) {
-        fputs("tfxc: out of memory\n", stderr);
-        exit(3);
-    }
+    int32_t *st = cg_xcalloc(2 * (size_t)n, sizeof *st);
     for (uint32_t k = 0; k < n; k++) {
         st[k] = live.start[lo->vals[k]->id];
         st[n + k] = live.end[lo->vals[k]->id];
@@ -300,8 +283,6 @@ static void plan_finish(Layout *lo, const char *tag)
         LLVMValueRef off = LLVMBuildLoad2(cg->b, cg->t_i64, p, "off");
         cg->buf[v->id] = LLVMBuildInBoundsGEP2(cg->b, cg->t_i8, lo->ws, &off, 1, cg_name(cg, v));
     }
-    free(lo->vals);
-    lo->vals = NULL;
 }
 
 /* Lays out the buffers of function f (@main or @step): one after another (-O0, and the
@@ -309,9 +290,12 @@ static void plan_finish(Layout *lo, const char *tag)
 static LLVMValueRef layout_func(CgCpu *cg, IrFunc *f, LLVMValueRef ws, const char *tag)
 {
     Layout lo = { cg, ws, cg_i64(cg, 0), .plan = cg->mem_plan, .func = f };
+    if (lo.plan)
+        lo.vals = cg_xcalloc(cg->m->next_value_id + 1, sizeof *lo.vals);
     layout_region(&lo, f->body);
     if (lo.plan)
         plan_finish(&lo, tag);
+    free(lo.vals);
     return lo.off;
 }
 
